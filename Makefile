@@ -1,0 +1,28 @@
+# Two set-up commands for a new machine (see README): `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PIP     = $(VENV)/bin/pip
+# torch is pinned: 2.13.0 is a CPU build; an unpinned torch pulls a multi-GB CUDA build.
+TORCH  ?= torch==2.13.0
+
+.PHONY: demo test venv install-lint install-all oracle bench clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+install-lint: $(VENV)/bin/python
+	$(PIP) install -q -e .
+
+install-all: $(VENV)/bin/python
+	$(PIP) install -q $(TORCH)
+	$(PIP) install -q -e '.[convert,test]'
+
+demo: install-lint
+	$(VENV)/bin/nemo-migrate lint fixtures/examples/ || true
+
+test: install-all
+	$(VENV)/bin/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info
