@@ -1,0 +1,89 @@
+"""`nemo-migrate lint PATH...`: YAML configs (and Python scripts) against the rule table."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from migrator.cli.options import fail, resolve_source, resolve_target, target_options
+from migrator.engine.diagnostics import SEVERITY_RANK
+from migrator.errors import MigratorError
+from migrator.output import RENDERERS
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True)
+@target_options
+@click.option("--select", multiple=True, metavar="CODES", help="Only these rules: codes, prefixes (NM1) or names.")
+@click.option("--ignore", multiple=True, metavar="CODES", help="Skip these rules: codes, prefixes or names.")
+@click.option("--output-format", type=click.Choice(sorted(RENDERERS)), default="text", show_default=True)
+@click.option("--fail-on", type=click.Choice(["error", "warning", "info"]), default="warning", show_default=True,
+              help="Exit 1 when a finding of at least this severity remains.")
+@click.option("--fix", is_flag=True, help="Apply safe fixes in place (YAML as text-span edits).")
+@click.option("--unsafe-fixes", is_flag=True, help="Also apply unsafe fixes (they change what NeMo does).")
+@click.option("--diff", is_flag=True, help="Print the fixes as a unified diff and write nothing; exit 1 if any.")
+@click.option("--exit-zero", is_flag=True, help="Exit 0 even when findings remain (still 2 on bad input).")
+@click.option("--exit-non-zero-on-fix", is_flag=True, help="Exit 1 when --fix changed a file.")
+def lint(paths, target_spec, source_spec, select, ignore, output_format, fail_on, fix, unsafe_fixes, diff,
+         exit_zero, exit_non_zero_on_fix):
+    """Lint NeMo 1.0 YAML configs (files or folders, *.yaml/*.yml) for checkpoint settings.
+
+    Exit codes: 0 no finding at or above --fail-on, 1 findings (or, with --diff, a change), 2 usage error or
+    unreadable input.
+    """
+    from migrator.engine.runner import LintOptions, fix_file, lint_paths, write_text_atomically
+    from migrator.engine.selection import Selection
+    from migrator.engine.table import load_table
+    from migrator.output import renderer
+
+    try:
+        table = load_table()
+        selection = Selection.parse(select, ignore)
+        unknown = selection.unknown_selectors([(r.code, r.name) for r in table.lint_rules])
+        if unknown:
+            raise MigratorError(f"--select/--ignore: no rule matches {', '.join(unknown)} (see `nemo-migrate rule`)")
+        options = LintOptions(target=resolve_target(target_spec), source=resolve_source(source_spec),
+                              selection=selection)
+    except MigratorError as exc:
+        fail(str(exc))
+    results = lint_paths(paths, table, options)
+    for result in results:
+        if result.error:
+            click.echo(f"nemo-migrate: error: {result.error}", err=True)
+
+    changed = 0
+    if fix or unsafe_fixes or diff:
+        import difflib
+
+        for index, result in enumerate(results):
+            if result.error or not any(d.fix for d in result.diagnostics):
+                continue
+            fixed = fix_file(result, table, options, unsafe=unsafe_fixes)
+            if fixed.fixed == fixed.original:
+                continue
+            changed += 1
+            if diff:
+                sys.stdout.writelines(difflib.unified_diff(
+                    fixed.original.splitlines(keepends=True), fixed.fixed.splitlines(keepends=True),
+                    fromfile=_diff_name("a", result.filename), tofile=_diff_name("b", result.filename)))
+            else:
+                write_text_atomically(Path(result.filename), fixed.fixed)
+                results[index] = fixed.result
+                click.echo(f"Fixed {len(fixed.applied)} finding{'s' * (len(fixed.applied) != 1)} in "
+                           f"{result.filename}", err=True)
+        if diff:
+            raise SystemExit(2 if any(r.error for r in results) else int(changed > 0))
+
+    sys.stdout.write(renderer(output_format)(results))
+    if any(r.error for r in results):
+        raise SystemExit(2)
+    threshold = SEVERITY_RANK[fail_on]
+    failing = any(SEVERITY_RANK[d.severity] >= threshold for r in results for d in r.diagnostics)
+    if exit_non_zero_on_fix and changed:
+        raise SystemExit(1)
+    raise SystemExit(1 if failing and not exit_zero else 0)
+
+
+def _diff_name(side: str, filename: str) -> str:
+    return filename if Path(filename).is_absolute() else f"{side}/{filename}"

@@ -1,0 +1,57 @@
+"""Options shared by the commands that judge configs against a target (lint, config, patch)."""
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from migrator.errors import MigratorError
+from migrator.versions import Source, Target, Version, parse_version_set
+
+
+@functools.lru_cache(maxsize=None)
+def default_target_text() -> str:
+    from migrator.engine.table import load_table
+
+    d = load_table().releases.default_target
+    return f"nemo={d.nemo},megatron-core={d.megatron_core}"
+
+
+def resolve_target(spec: str | None) -> Target:
+    defaults = parse_version_set(default_target_text(), option="default target")
+    versions = parse_version_set(spec or "", option="--target", defaults=defaults)
+    return Target(nemo=versions["nemo"], megatron_core=versions["megatron-core"])
+
+
+def resolve_source(spec: str | None) -> Source:
+    if not spec:
+        return Source()
+    versions = parse_version_set(spec, option="--source")
+    if set(versions) - {"nemo"}:
+        raise MigratorError("--source: only nemo=VERSION can be given (the NeMo release the config came from)")
+    return Source(nemo=versions.get("nemo"))
+
+
+def target_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option(
+        "--source", "source_spec", metavar="nemo=X",
+        help="NeMo release the NeMo 1.0 config came from, where it matters (dist_ckpt_format defaulted to zarr "
+             "before 2.0.0). Default: the newest behaviour.",
+    )(func)
+    func = click.option(
+        "--target", "target_spec", metavar="nemo=X,megatron-core=Y",
+        help=f"NeMo 2.0 stack to migrate to; either part may be given alone. Default: {default_target_text()}.",
+    )(func)
+    return func
+
+
+def fail(message: str) -> None:
+    """Print a one-line error and exit 2."""
+    click.echo(f"nemo-migrate: error: {message}", err=True)
+    raise SystemExit(2)
+
+
+def check_version(text: str) -> Version:
+    return Version.parse(text)

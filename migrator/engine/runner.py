@@ -1,0 +1,162 @@
+"""Lint files: discover them, dispatch by language, apply suppressions and the rule selection, fix."""
+from __future__ import annotations
+
+import importlib
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from migrator.engine.diagnostics import Diagnostic, FileResult
+from migrator.engine.selection import Selection
+from migrator.engine.suppression import IGNORE_COMMENT, NOQA_COMMENT, Suppressions
+from migrator.engine.table import Table
+from migrator.errors import MigratorError
+from migrator.versions import Source, Target
+
+SKIP_DIRS = frozenset({".git", ".hg", ".svn", ".venv", "venv", "__pycache__", "node_modules", ".tox", ".mypy_cache"})
+
+
+@dataclass
+class LintOptions:
+    target: Target
+    source: Source = field(default_factory=Source)
+    selection: Selection = field(default_factory=Selection)
+    config_path: Path | None = None  # the NeMo 1.0 YAML a Python file was migrated from (consistency rules)
+
+
+@dataclass(frozen=True)
+class Language:
+    """How one kind of file is checked. `check` and `parses` are "module:function" so that a language's
+    dependencies (libcst for Python) load only when a file of that kind is linted."""
+
+    name: str
+    suffixes: tuple[str, ...]
+    check: str  # (text, filename, table, options) -> list[Diagnostic]; raises MigratorError if unparsable
+    parses: str  # (text, filename) -> bool: does a fixed text still parse (and compile)?
+    suppressions: tuple[re.Pattern[str], ...]
+
+    def function(self, which: str) -> Callable:
+        module, name = getattr(self, which).split(":")
+        return getattr(importlib.import_module(module), name)
+
+
+LANGUAGES: list[Language] = [
+    Language("yaml", (".yaml", ".yml"), "migrator.yaml.lint:check_text", "migrator.yaml.lint:parses",
+             (IGNORE_COMMENT,)),
+    Language("python", (".py",), "migrator.python.lint:check_text", "migrator.python.lint:parses",
+             (IGNORE_COMMENT, NOQA_COMMENT)),
+]
+
+
+def language_for(path: str) -> Language:
+    for language in LANGUAGES:
+        if path.endswith(language.suffixes):
+            return language
+    return LANGUAGES[0]  # an explicitly named file of another suffix is read as YAML
+
+
+def all_suffixes() -> tuple[str, ...]:
+    return tuple(s for language in LANGUAGES for s in language.suffixes)
+
+
+def discover(paths: Iterable[str], suffixes: tuple[str, ...]) -> Iterator[tuple[str, str | None]]:
+    """Yield (path, None) for each file to lint, or (path, error) for a path that cannot be linted."""
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = False
+            for child in sorted(path.rglob("*")):
+                if child.is_file() and child.suffix in suffixes and not SKIP_DIRS & set(child.parts):
+                    found = True
+                    yield str(child), None
+            if not found:
+                yield raw, f"{raw}: directory holds no {'/'.join(suffixes)} file"
+        elif path.exists():
+            yield raw, None
+        else:
+            yield raw, f"{raw}: no such file or directory"
+
+
+def read_text(path: Path, display: str) -> str:
+    """Read a file as UTF-8 text; a binary or non-UTF-8 file is a one-line error. A BOM is kept in the text."""
+    try:
+        data = path.read_bytes()
+    except IsADirectoryError:
+        raise MigratorError(f"{display}: is a directory") from None
+    except OSError as exc:
+        raise MigratorError(f"{display}: cannot read: {exc.strerror}") from None
+    if b"\0" in data[:8192]:
+        raise MigratorError(f"{display}: binary file, not text")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MigratorError(f"{display}: not UTF-8 (byte {exc.start}: {data[exc.start]:#04x})") from None
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Replace a file's content in one rename, keeping its permissions (never a half-written file)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.nemo-migrate.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        os.chmod(tmp, path.stat().st_mode & 0o7777)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def check_text(text: str, filename: str, table: Table, options: LintOptions,
+               language: Language | None = None) -> tuple[list[Diagnostic], Suppressions]:
+    """Findings for one text after selection and suppression comments (raises MigratorError if unparsable)."""
+    language = language or language_for(filename)
+    diagnostics = language.function("check")(text, filename, table, options)
+    suppressions = Suppressions.scan(text, language.suppressions)
+    enabled = [d for d in diagnostics if options.selection.enabled(d.code, d.name)]
+    return sorted(suppressions.filter(enabled), key=lambda d: d.sort_key), suppressions
+
+
+def lint_file(path: str, table: Table, options: LintOptions) -> FileResult:
+    result = FileResult(filename=path)
+    try:
+        text = read_text(Path(path), path)
+        result.diagnostics, _ = check_text(text, path, table, options)
+    except MigratorError as exc:
+        result.error = str(exc)
+        return result
+    result.source = text
+    return result
+
+
+def lint_paths(paths: Iterable[str], table: Table, options: LintOptions) -> list[FileResult]:
+    results = []
+    for path, error in discover(paths, all_suffixes()):
+        results.append(FileResult(filename=path, error=error) if error else lint_file(path, table, options))
+    return results
+
+
+@dataclass
+class FixedFile:
+    result: FileResult  # the findings that remain after fixing
+    original: str
+    fixed: str
+    applied: list[Diagnostic]
+
+
+def fix_file(result: FileResult, table: Table, options: LintOptions, *, unsafe: bool) -> FixedFile:
+    """Fix one linted file in memory (the caller writes or diffs)."""
+    from migrator.engine.fixes import fix_text
+
+    language = language_for(result.filename)
+    parses = language.function("parses")
+    outcome = fix_text(
+        result.source or "",
+        lambda text: check_text(text, result.filename, table, options, language)[0],
+        unsafe=unsafe,
+        valid=lambda text: parses(text, result.filename),
+    )
+    remaining = FileResult(filename=result.filename, diagnostics=outcome.remaining, source=outcome.text)
+    return FixedFile(remaining, result.source or "", outcome.text, outcome.applied)

@@ -1,0 +1,66 @@
+"""Suppression comments: `# nemo-migrate: ignore[NM101]` (YAML and Python) and `# noqa: NM101` (Python).
+
+A comment silences a finding that starts on its own line or on the line below it. A comment without codes
+silences every finding there. Each comment remembers whether it silenced anything, so a comment that
+suppresses nothing can itself be reported.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from migrator.engine.diagnostics import Diagnostic
+
+IGNORE_COMMENT = re.compile(r"#\s*nemo-migrate:\s*ignore(?:\[(?P<codes>[^\]]*)\])?")
+NOQA_COMMENT = re.compile(r"#\s*noqa(?::\s*(?P<codes>[A-Za-z0-9_,\s-]+?))?\s*(?:#|$)")
+
+
+@dataclass
+class Suppression:
+    row: int
+    column: int  # 1-based column of the '#'
+    end_column: int
+    codes: frozenset[str] | None  # None = every code
+    used: set[str] = field(default_factory=set)
+
+    def covers(self, code: str, name: str) -> bool:
+        return self.codes is None or code in self.codes or name in self.codes
+
+
+class Suppressions:
+    def __init__(self, items: list[Suppression]):
+        self.items = items
+        self._by_row: dict[int, list[Suppression]] = {}
+        for item in items:
+            self._by_row.setdefault(item.row, []).append(item)
+
+    @classmethod
+    def scan(cls, text: str, patterns: tuple[re.Pattern[str], ...] = (IGNORE_COMMENT,)) -> Suppressions:
+        items = []
+        for row, line in enumerate(text.splitlines(), start=1):
+            if "#" not in line:
+                continue
+            for pattern in patterns:
+                for match in pattern.finditer(line):
+                    codes = match.group("codes")
+                    parsed = frozenset(c.strip() for c in codes.split(",") if c.strip()) if codes else None
+                    items.append(Suppression(row, match.start() + 1, match.end() + 1, parsed))
+        return cls(items)
+
+    def filter(self, diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+        """The findings no comment silences (and mark the comments that silenced something)."""
+        kept = []
+        for diagnostic in diagnostics:
+            row = diagnostic.location.row
+            hit = next(
+                (s for r in (row, row - 1) for s in self._by_row.get(r, ()) if s.covers(diagnostic.code, diagnostic.name)),
+                None,
+            )
+            if hit is None:
+                kept.append(diagnostic)
+            else:
+                hit.used.add(diagnostic.code)
+        return kept
+
+    def unused(self) -> list[Suppression]:
+        return [s for s in self.items if not s.used]

@@ -1,0 +1,78 @@
+"""Release numbers and the `--target` / `--source` version sets (pluto-style: verdicts depend on them)."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from migrator.errors import MigratorError
+
+_VERSION_RE = re.compile(r"^v?(\d+)(?:\.(\d+))?(?:\.(\d+))?(?:[.-]?(rc|a|b|dev)\.?(\d+))?$")
+
+# The components a target may name, and the aliases users type for them.
+COMPONENT_ALIASES = {
+    "nemo": "nemo",
+    "nemo_toolkit": "nemo",
+    "megatron-core": "megatron-core",
+    "megatron_core": "megatron-core",
+    "mcore": "megatron-core",
+}
+
+
+@dataclass(frozen=True, order=True)
+class Version:
+    """A release number compared numerically; a pre-release (rc) sorts before its final release."""
+
+    major: int
+    minor: int = 0
+    patch: int = 0
+    pre: tuple[int, int] = field(default=(1, 0), compare=True)  # (0, n) for rcN, (1, 0) for a final release
+    text: str = field(default="", compare=False)
+
+    @classmethod
+    def parse(cls, text: str) -> Version:
+        match = _VERSION_RE.match(text.strip())
+        if not match:
+            raise ValueError(f"not a version number: {text!r}")
+        major, minor, patch, pre_kind, pre_num = match.groups()
+        pre = (0, int(pre_num)) if pre_kind else (1, 0)
+        return cls(int(major), int(minor or 0), int(patch or 0), pre, text.strip().lstrip("v"))
+
+    def __str__(self) -> str:
+        return self.text or f"{self.major}.{self.minor}.{self.patch}"
+
+
+def parse_version_set(spec: str, *, option: str, defaults: dict[str, Version] | None = None) -> dict[str, Version]:
+    """Parse `nemo=2.1,megatron-core=0.16` into {"nemo": 2.1, "megatron-core": 0.16}, filling in defaults."""
+    result = dict(defaults or {})
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, sep, value = part.partition("=")
+        component = COMPONENT_ALIASES.get(name.strip().lower())
+        if not sep or component is None:
+            known = ", ".join(sorted(set(COMPONENT_ALIASES.values())))
+            raise MigratorError(f"{option}: expected COMPONENT=VERSION with COMPONENT one of {known}, got {part!r}")
+        try:
+            result[component] = Version.parse(value)
+        except ValueError as exc:
+            raise MigratorError(f"{option}: {exc}") from None
+    return result
+
+
+@dataclass(frozen=True)
+class Target:
+    """The NeMo 2.0 stack a migration aims at."""
+
+    nemo: Version
+    megatron_core: Version
+
+    def describe(self) -> str:
+        return f"nemo={self.nemo}, megatron-core={self.megatron_core}"
+
+
+@dataclass(frozen=True)
+class Source:
+    """The NeMo release a NeMo 1.0 config came from; None when the user did not say."""
+
+    nemo: Version | None = None
+
+    def describe(self) -> str:
+        return f"nemo={self.nemo}" if self.nemo else "unknown"

@@ -1,0 +1,492 @@
+"""The YAML lint rules: NeMo 1.0 configs judged against the rule table, the target and the source.
+
+Each rule is one function below, named after its rule code's slug; the table (`rules/settings.yaml`,
+`rules/lint/*.yaml`) holds the facts, messages' vocabulary, docs and examples. A check only judges what the file
+itself holds: keys inherited through a Hydra `defaults:` list are unknown here and never reported as missing.
+"""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from migrator.engine.diagnostics import Diagnostic, Edit, Fix, Location
+from migrator.engine.table import Condition, Setting, Table
+from migrator.versions import Source, Target, Version
+from migrator.yaml.document import Document, Node, type_name
+
+UNKNOWN = object()  # a value that cannot be known statically (absent with no known default, or an interpolation)
+
+# top-level keys whose presence makes a YAML file a NeMo model config (the model_config.yaml of a .nemo)
+MODEL_FIELDS = frozenset({
+    "num_layers", "hidden_size", "encoder_seq_length", "ffn_hidden_size", "num_attention_heads", "mcore_gpt",
+    "precision", "tokenizer", "make_vocab_size_divisible_by", "max_position_embeddings", "target",
+})
+TRAINING_MARKERS = frozenset({"trainer", "exp_manager"})
+CALLBACK_PATH = ("exp_manager", "checkpoint_callback_params")
+
+
+@dataclass
+class Config:
+    """One YAML document classified as a NeMo config."""
+
+    root: Node
+    kind: str  # "training" | "model"
+    model: Node | None  # the mapping holding model settings (`model:` or the root of a model config)
+    model_key: Node | None  # the `model` key node of a training config
+
+    def model_path(self) -> tuple[str, ...]:
+        return ("model",) if self.kind == "training" else ()
+
+
+def classify(root: Node) -> Config | None:
+    """A training config has a `model:` mapping (or trainer/exp_manager); a model config has model fields at the
+    top. Anything else (a CI workflow, a docker-compose file) is not a NeMo config and is not judged."""
+    if root.kind != "mapping":
+        return None
+    keys = {k.raw for k, _ in root.items if k.kind == "scalar"}
+    pair = root.pair("model")
+    if pair and pair[1].kind == "mapping":
+        return Config(root, "training", pair[1], pair[0])
+    if keys & TRAINING_MARKERS:
+        return Config(root, "training", None, None)
+    if keys & MODEL_FIELDS or any(str(k).startswith("dist_ckpt_") for k in keys):
+        return Config(root, "model", root, None)
+    return None
+
+
+@dataclass
+class Context:
+    document: Document
+    config: Config
+    table: Table
+    target: Target
+    source: Source
+    findings: list[Diagnostic] = field(default_factory=list)
+
+    # ---------------------------------------------------------------------------------------------- reporting
+    def report(self, code: str, start: Location, end: Location, message: str, *, fix: Fix | None = None,
+               severity: str | None = None) -> None:
+        rule = self.table.rule_by_code[code]
+        self.findings.append(Diagnostic(
+            code=code, name=rule.name, message=message, severity=severity or rule.severity,
+            filename=self.document.filename, location=start, end_location=end, fix=fix,
+        ))
+
+    def report_node(self, code: str, node: Node, message: str, **kwargs: Any) -> None:
+        self.report(code, node.start, node.end, message, **kwargs)
+
+    # ---------------------------------------------------------------------------------------------- values
+    def default_for_source(self, setting: Setting) -> Any:
+        """NeMo 1.0's value for an absent key, for the source release (the newest behaviour if unknown)."""
+        for default in setting.nemo1_default:
+            if default.source_before is None:
+                return default.value
+            if self.source.nemo is not None and self.source.nemo < Version.parse(default.source_before):
+                return default.value
+        return UNKNOWN  # pragma: no cover - the table guarantees a catch-all last entry
+
+    def lookup(self, path: str) -> Node | None:
+        """A node by dotted path; `model.` means the model mapping in both kinds of config."""
+        parts = path.split(".")
+        if parts[0] == "model":
+            node, parts = self.config.model, parts[1:]
+        else:
+            node = self.config.root
+        for part in parts:
+            if node is None or node.kind != "mapping":
+                return None
+            node = node.get(part)
+        return node
+
+    def effective(self, setting: Setting) -> Any:
+        node = self.setting_value(setting)
+        if node is None:
+            return self.default_for_source(setting)
+        return UNKNOWN if node.kind != "scalar" or is_interpolation(node) else node.value
+
+    def setting_value(self, setting: Setting) -> Node | None:
+        if setting.in_model:
+            return self.config.model.get(setting.key) if self.config.model is not None else None
+        return self.lookup(setting.path)
+
+    def condition_holds(self, condition: Condition) -> bool | None:
+        if condition.setting:
+            value = self.effective(self.table.setting_by_key[condition.setting])
+        else:
+            node = self.lookup(condition.path or "")
+            value = UNKNOWN if node is None or node.kind != "scalar" or is_interpolation(node) else node.value
+        if value is UNKNOWN:
+            return None
+        if condition.one_of is not None:
+            return value in condition.one_of
+        return value not in (condition.not_one_of or [])
+
+    def target_note(self) -> str:
+        return f"target {self.target.describe()}"
+
+
+def is_interpolation(node: Node) -> bool:
+    return node.kind == "scalar" and isinstance(node.raw, str) and "${" in node.raw
+
+
+def replace_scalar(node: Node, text: str) -> Edit:
+    """An edit replacing a scalar, keeping its quotes if it had any."""
+    if node.style in ("'", '"'):
+        text = f"{node.style}{text}{node.style}"
+    return Edit(text, node.start, node.end)
+
+
+def bool_spelling(value: bool) -> str:
+    return "True" if value else "False"  # NeMo's own configs spell booleans this way; YAML 1.1 and 1.2 agree
+
+
+# ================================================================================================ per-setting rules
+# Each takes (ctx, setting, key node, value node) and returns False when later checks must not judge the value.
+
+
+def unchecked_interpolation(ctx: Context, setting: Setting, key: Node, value: Node) -> bool:
+    if not is_interpolation(value):
+        return True
+    ctx.report_node("NM112", value, f"{setting.key} is an OmegaConf interpolation ({value.raw}); its value is only "
+                    "known after Hydra composes the config, so it is not checked")
+    return False
+
+
+def yaml11_boolean(ctx: Context, setting: Setting, key: Node, value: Node) -> bool:
+    if value.is_plain and isinstance(value.value, bool) and value.raw not in ("true", "True", "TRUE", "false", "False", "FALSE"):
+        spelled = bool_spelling(value.value)
+        ctx.report_node(
+            "NM113", value,
+            f"{setting.key}: {value.raw} is the boolean {spelled} for NeMo (YAML 1.1) but the string "
+            f"{value.raw!r} for YAML 1.2 tools; write {spelled}",
+            fix=Fix("safe", f"Write `{spelled}`", (Edit(spelled, value.start, value.end),)),
+        )
+    return True
+
+
+def invalid_type(ctx: Context, setting: Setting, key: Node, value: Node) -> bool:
+    if value.kind != "scalar":
+        ctx.report_node("NM101", value, f"{setting.key} must be {_a(setting.type)}, not a {value.kind}")
+        return False
+    actual = value.value
+    if actual is None:
+        if setting.nullable:
+            return True
+        ctx.report_node("NM101", value, f"{setting.key} is null where NeMo expects {_a(setting.type)}; "
+                        f"NeMo passes None on, which behaves as False")
+        return False
+    kind = type_name(actual)
+    if kind == setting.type:
+        return True
+    fix_text = _coerce(actual, setting.type)
+    shown = f"the string {value.raw!r}" if kind == "str" else f"{kind} {value.raw}"
+    why = ""
+    if setting.type == "bool" and kind == "str":
+        why = " (a non-empty string is truthy: NeMo behaves as if it were True)"
+    yaml12 = " (YAML 1.2 tools agree)" if not value.yaml12_differs else f" (YAML 1.2 tools read it as {value.yaml12_type})"
+    fix = None
+    if fix_text is not None:
+        fix = Fix("unsafe", f"Write `{fix_text}`", (Edit(fix_text, value.start, value.end),))
+    ctx.report_node("NM101", value, f"{setting.key} must be {_a(setting.type)}; NeMo reads {shown}{why}{yaml12}", fix=fix)
+    return False
+
+
+def _a(type_: str) -> str:
+    return {"int": "an integer", "bool": "a boolean", "str": "a string"}.get(type_, f"a {type_}")
+
+
+def _coerce(value: Any, wanted: str) -> str | None:
+    """The literal a wrongly typed value most likely meant, or None when there is no obvious one."""
+    from migrator.yaml.document import resolve_yaml11
+
+    if isinstance(value, str):
+        parsed = resolve_yaml11(value.strip())
+        if type_name(parsed) == wanted:
+            return bool_spelling(parsed) if wanted == "bool" else str(parsed)
+        if wanted == "bool" and type_name(parsed) == "int" and parsed in (0, 1):
+            return bool_spelling(bool(parsed))
+        return None
+    if wanted == "int" and isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if wanted == "bool" and type(value) is int and value in (0, 1):
+        return bool_spelling(bool(value))
+    return None
+
+
+def invalid_value(ctx: Context, setting: Setting, key: Node, value: Node) -> bool:
+    actual = value.value
+    if actual is None:
+        return True
+    if setting.minimum is not None and isinstance(actual, int) and actual < setting.minimum:
+        ctx.report_node("NM102", value, f"{setting.key} must be at least {setting.minimum}, got {actual}")
+        return False
+    if setting.allowed is None or actual in setting.allowed:
+        return True
+    allowed = [str(a) for a in setting.allowed]
+    close = difflib.get_close_matches(str(actual).lower().replace("-", "_"), allowed, n=2, cutoff=0.75)
+    hint = f"; did you mean {close[0]!r}?" if len(close) == 1 else ""
+    fix = Fix("unsafe", f"Use {close[0]!r}", (replace_scalar(value, close[0]),)) if len(close) == 1 else None
+    ctx.report_node("NM102", value, f"{setting.key}: {actual!r} is not one of {', '.join(allowed)}{hint}", fix=fix)
+    return False
+
+
+def value_lifecycle(ctx: Context, setting: Setting, key: Node, value: Node) -> bool:
+    """NM106 removed-value / NM107 deprecated-value, by the target's component versions."""
+    lifecycle = setting.values.get(str(value.value))
+    if lifecycle is None:
+        return True
+    for code, stage in (("NM106", lifecycle.removed), ("NM107", lifecycle.deprecated)):
+        if stage is None or not _reached(ctx.target, stage.nemo, stage.megatron_core):
+            continue
+        parts = [f"{setting.key}: {value.value} — {stage.message} ({ctx.target_note()})"]
+        if lifecycle.convert_hint:
+            parts.append(lifecycle.convert_hint)
+        fix = None
+        if lifecycle.replacement:
+            parts[0] += f"; use {lifecycle.replacement}"
+            fix = Fix("unsafe", f"Use {lifecycle.replacement!r}", (replace_scalar(value, lifecycle.replacement),))
+        ctx.report_node(code, value, "; ".join(parts), fix=fix)
+        return code != "NM106"
+    return True
+
+
+def _reached(target: Target, nemo: str | None, mcore: str | None) -> bool:
+    if nemo is not None and target.nemo >= Version.parse(nemo):
+        return True
+    return mcore is not None and target.megatron_core >= Version.parse(mcore)
+
+
+def unavailable_in_target(ctx: Context, setting: Setting, key: Node, value: Node) -> bool:
+    since = Version.parse(setting.target.since)
+    if ctx.target.nemo >= since or value.value == setting.target.default:
+        return True
+    ctx.report_node(
+        "NM109", key,
+        f"{setting.key}: MegatronStrategy has no {setting.target.argument} before NeMo {setting.target.since} "
+        f"({ctx.target_note()}); the migration cannot carry {value.value!r} and the default applies",
+    )
+    return True
+
+
+def no_effect(ctx: Context, setting: Setting, key: Node, value: Node) -> bool:
+    if not setting.read_by_nemo1:
+        arg = setting.target.argument
+        ctx.report_node(
+            "NM110", key,
+            f"{setting.key} has no effect: NeMo 1.0 never reads it (always {setting.nemo1_default[-1].value}); "
+            f"NeMo 2.0's {arg} does take effect, so migrating {value.raw} "
+            + ("changes behaviour" if value.value != setting.nemo1_default[-1].value else "keeps behaviour"),
+        )
+        return True
+    for rule in setting.no_effect:
+        if ctx.condition_holds(rule.when):
+            ctx.report_node("NM110", key, f"{setting.key} has no effect here: {rule.message}")
+            break
+    return True
+
+
+def default_changed(ctx: Context, setting: Setting, key: Node, value: Node) -> bool:
+    old = ctx.default_for_source(setting)
+    new = setting.target.default
+    if old is UNKNOWN or old == new or value.value != old:
+        return True
+    ctx.report_node(
+        "NM111", key,
+        f"{setting.key}: {value.raw} is NeMo 1.0's default, but NeMo 2.0's {setting.target.argument} defaults to "
+        f"{_py(new)}; the migration must pass {setting.target.argument}={_py(value.value)} explicitly",
+    )
+    return True
+
+
+def argument_notes(ctx: Context, setting: Setting, key: Node, value: Node) -> bool:
+    """NM114: a migration note for the setting's NeMo 2.0 argument value on a range of targets."""
+    for note in ctx.table.strategy.notes:
+        if note.argument != setting.target.argument or value.value != note.value:
+            continue
+        if note.nemo_at_most and not _at_most(ctx.target.nemo, note.nemo_at_most):
+            continue
+        if note.megatron_core_at_least and ctx.target.megatron_core < Version.parse(note.megatron_core_at_least):
+            continue
+        optim = ctx.lookup("model.optim.name")
+        if optim is not None and optim.kind == "scalar" and optim.value != "mcore_distributed_optim":
+            continue  # only the megatron-core distributed optimizer writes that format
+        ctx.report_node("NM114", key, f"{setting.key}: {value.raw} maps to {note.argument}={_py(value.value)}: "
+                        f"{note.message} ({ctx.target_note()})")
+    return True
+
+
+def _at_most(version: Version, bound: str) -> bool:
+    """`2.5.3` is at most `2.5`: compare only as many components as the bound names."""
+    parts = bound.split(".")
+    return (version.major, version.minor, version.patch)[: len(parts)] <= tuple(int(p) for p in parts)
+
+
+def _py(value: Any) -> str:
+    """A value as it would be written in Python (`True`, `None`, `'zarr'`)."""
+    return repr(value)
+
+
+SETTING_RULES: list[Callable[[Context, Setting, Node, Node], bool]] = [
+    unchecked_interpolation, yaml11_boolean, invalid_type, invalid_value, value_lifecycle,
+    unavailable_in_target, no_effect, default_changed, argument_notes,
+]
+
+
+# ================================================================================================ file rules
+def duplicate_key(ctx: Context) -> None:
+    for _, mapping in ctx.config.root.walk_mappings():
+        seen: dict[Any, Node] = {}
+        for key, _ in mapping.items:
+            if key.kind != "scalar":
+                continue
+            if key.raw in seen:
+                first = seen[key.raw]
+                ctx.report_node("NM105", key, f"duplicate key {key.raw!r} (first at line {first.start.row}); "
+                                "OmegaConf refuses the file, so NeMo does not start")
+            else:
+                seen[key.raw] = key
+
+
+def unknown_setting(ctx: Context) -> None:
+    table = ctx.table
+    model_keys = [s.key for s in table.settings.settings if s.in_model]
+    by_argument = {s.target.argument: s.key for s in table.settings.settings if s.in_model}
+    if ctx.config.model is not None:
+        _unknown_in(ctx, ctx.config.model, model_keys, by_argument, prefix="dist_ckpt")
+    callback = ctx.lookup(".".join(CALLBACK_PATH)) if ctx.config.kind == "training" else None
+    if callback is not None and callback.kind == "mapping":
+        others = [s.key for s in table.settings.settings if not s.in_model]
+        _unknown_in(ctx, callback, others, {"ckpt_async_save": "async_save"}, prefix=None)
+
+
+def _unknown_in(ctx: Context, mapping: Node, known: list[str], renamed: dict[str, str], prefix: str | None) -> None:
+    present = {k.raw for k, _ in mapping.items if k.kind == "scalar"}
+    for key, _ in mapping.items:
+        name = key.raw
+        if key.kind != "scalar" or not isinstance(name, str) or name in known:
+            continue
+        if name in renamed:
+            matches = [renamed[name]]
+            why = f"{name} is the NeMo 2.0 MegatronStrategy argument; NeMo 1.0 reads {renamed[name]}"
+        else:
+            matches = difflib.get_close_matches(name, known, n=3, cutoff=0.8)
+            if not matches and not (prefix and name.startswith(prefix)):
+                continue
+            why = f"{name} is not a setting NeMo reads, so it is silently ignored"
+        fix = None
+        if len(matches) == 1:
+            why += f"; did you mean {matches[0]}?"
+            if matches[0] not in present:
+                fix = Fix("unsafe", f"Rename to {matches[0]}", (Edit(matches[0], key.start, key.end),))
+        elif matches:
+            why += f"; did you mean one of {', '.join(matches)}?"
+        ctx.report_node("NM103", key, why, fix=fix)
+
+
+def misplaced_setting(ctx: Context) -> None:
+    table = ctx.table
+    right_model = ctx.config.model_path()
+    for path, mapping in ctx.config.root.walk_mappings():
+        for key, _ in mapping.items:
+            setting = table.setting_by_key.get(key.raw) if key.kind == "scalar" else None
+            if setting is None:
+                continue
+            if setting.in_model:
+                if path == right_model:
+                    continue
+                where = "model" if ctx.config.kind == "training" else "the top level of a model config"
+                right = f"model.{setting.key}" if ctx.config.kind == "training" else setting.key
+            else:
+                if ctx.config.kind == "training" and path == CALLBACK_PATH:
+                    continue
+                if path not in ((), ("model",), ("exp_manager",), ("trainer",)) and ctx.config.kind == "training":
+                    continue  # a key of that name deep in an unrelated sub-config is not ours to judge
+                where, right = "exp_manager.checkpoint_callback_params", setting.path
+            here = ".".join(path) or "the top level"
+            ctx.report_node("NM104", key, f"{setting.key} at {here} is ignored: NeMo reads {right} "
+                            f"(move it under {where})")
+
+
+def implicit_defaults(ctx: Context) -> None:
+    """One NM111 note for a training config on the settings it leaves to NeMo 1.0 defaults that NeMo 2.0 changed."""
+    if ctx.config.kind != "training" or ctx.config.model_key is None or _legacy_model(ctx) is not None:
+        return
+    changed = []
+    for setting in ctx.table.settings.settings:
+        if ctx.setting_value(setting) is not None:
+            continue
+        old, new = ctx.default_for_source(setting), setting.target.default
+        if old is UNKNOWN or old == new:
+            continue
+        note = f"{setting.key} ({_py(old)} -> {setting.target.argument}={_py(new)})"
+        if setting.key == "dist_ckpt_format" and ctx.source.nemo is not None:
+            note += f" [source nemo={ctx.source.nemo}]"
+        changed.append(note)
+    if not changed:
+        return
+    inherited = " unless a file in the Hydra defaults list sets them" if ctx.config.root.get("defaults") else ""
+    ctx.report_node(
+        "NM111", ctx.config.model_key,
+        "relies on NeMo 1.0 checkpoint defaults that NeMo 2.0 changed: " + ", ".join(changed)
+        + f"; set them explicitly when migrating{inherited}",
+    )
+
+
+def _legacy_model(ctx: Context) -> tuple[Node, Node] | None:
+    model = ctx.config.model
+    if model is None:
+        return None
+    for flag in ("mcore_gpt", "mcore_bert"):
+        pair = model.pair(flag)
+        if pair and pair[1].kind == "scalar" and pair[1].value is False:
+            return pair
+    return None
+
+
+def non_distributed_checkpoint(ctx: Context) -> None:
+    if ctx.config.kind != "training":
+        return
+    pair = _legacy_model(ctx)
+    if pair is None:
+        return
+    key, value = pair
+    ctx.report_node(
+        "NM116", key,
+        f"{key.raw}: {value.raw} saves legacy non-distributed checkpoints, which NeMo 2.0 cannot load and the "
+        "dist_ckpt settings do not apply to; convert them with NeMo 1.0's convert_gpt_nemo_to_mcore.py first",
+    )
+
+
+FILE_RULES: list[Callable[[Context], None]] = [
+    duplicate_key, unknown_setting, misplaced_setting, implicit_defaults, non_distributed_checkpoint,
+]
+
+
+# ================================================================================================ entry point
+def check_document(document: Document, table: Table, target: Target, source: Source) -> list[Diagnostic]:
+    findings: list[Diagnostic] = []
+    for root in document.roots:
+        config = classify(root)
+        if config is None:
+            continue
+        ctx = Context(document, config, table, target, source)
+        for file_rule in FILE_RULES:
+            file_rule(ctx)
+        for setting in table.settings.settings:
+            pair = _setting_pair(ctx, setting)
+            if pair is None:
+                continue
+            for rule in SETTING_RULES:
+                if not rule(ctx, setting, *pair):
+                    break
+        findings.extend(ctx.findings)
+    return findings
+
+
+def _setting_pair(ctx: Context, setting: Setting) -> tuple[Node, Node] | None:
+    if setting.in_model:
+        return ctx.config.model.pair(setting.key) if ctx.config.model is not None else None
+    parent = ctx.lookup(".".join(setting.path.split(".")[:-1])) if ctx.config.kind == "training" else None
+    return parent.pair(setting.key) if parent is not None and parent.kind == "mapping" else None
