@@ -19,7 +19,7 @@ install-all: $(VENV)/bin/python
 	$(PIP) install -q -e '.[convert,test]'
 
 demo: install-lint
-	$(VENV)/bin/nemo-migrate lint fixtures/examples/ || true
+	-$(VENV)/bin/nemo-migrate lint fixtures/examples/
 
 test: install-all
 	$(VENV)/bin/python -m pytest -q

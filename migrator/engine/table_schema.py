@@ -67,8 +67,27 @@ def check_invariants(table: t.Table) -> None:
             problems.append(f"rule {rule.code}: needs at least one VALID and one INVALID example")
     for argument in table.strategy.arguments:
         _check_version(argument.since, f"argument {argument.name}", problems)
+        _check_typed(argument.default, argument.type, argument.nullable, f"argument {argument.name} default", problems)
+    for setting in table.settings.settings:
+        for default in setting.nemo1_default:
+            _check_typed(default.value, setting.type, setting.nullable, f"setting {setting.key} nemo1_default", problems)
+        for value in setting.allowed or []:
+            _check_typed(value, setting.type, False, f"setting {setting.key} allowed value", problems)
     if problems:
         raise MigratorError("rules: " + "; ".join(problems))
+
+
+_PY_TYPES = {"bool": (bool,), "int": (int,), "str": (str,)}
+
+
+def _check_typed(value: Any, type_: str, nullable: bool, where: str, problems: list[str]) -> None:
+    if value is None:
+        if not nullable:
+            problems.append(f"{where} is null but the type {type_} is not nullable")
+        return
+    ok = isinstance(value, _PY_TYPES[type_]) and not (type_ == "int" and isinstance(value, bool))
+    if not ok:
+        problems.append(f"{where} {value!r} is not a {type_}")
 
 
 def _check_version(text: str, where: str, problems: list[str]) -> None:

@@ -185,7 +185,7 @@ def invalid_type(ctx: Context, setting: Setting, key: Node, value: Node) -> bool
     why = ""
     if setting.type == "bool" and kind == "str":
         why = " (a non-empty string is truthy: NeMo behaves as if it were True)"
-    yaml12 = " (YAML 1.2 tools agree)" if not value.yaml12_differs else f" (YAML 1.2 tools read it as {value.yaml12_type})"
+    yaml12 = f" (YAML 1.2 tools read it as {value.yaml12_type})" if value.yaml12_differs else ""
     fix = None
     if fix_text is not None:
         fix = Fix("unsafe", f"Write `{fix_text}`", (Edit(fix_text, value.start, value.end),))
@@ -371,7 +371,7 @@ def _unknown_in(ctx: Context, mapping: Node, known: list[str], renamed: dict[str
             matches = [renamed[name]]
             why = f"{name} is the NeMo 2.0 MegatronStrategy argument; NeMo 1.0 reads {renamed[name]}"
         else:
-            matches = difflib.get_close_matches(name, known, n=3, cutoff=0.8)
+            matches = closest(name, known)
             if not matches and not (prefix and name.startswith(prefix)):
                 continue
             why = f"{name} is not a setting NeMo reads, so it is silently ignored"
@@ -383,6 +383,29 @@ def _unknown_in(ctx: Context, mapping: Node, known: list[str], renamed: dict[str
         elif matches:
             why += f"; did you mean one of {', '.join(matches)}?"
         ctx.report_node("NM103", key, why, fix=fix)
+
+
+def closest(name: str, known: list[str]) -> list[str]:
+    """Did-you-mean candidates; a single candidate when one is clearly nearest (fewest edits)."""
+    matches = difflib.get_close_matches(name, known, n=3, cutoff=0.8)
+    if len(matches) < 2:
+        return matches
+    distances = {m: edit_distance(name, m) for m in matches}
+    best = min(distances.values())
+    nearest = [m for m in matches if distances[m] == best]
+    return nearest if len(nearest) == 1 and best <= 2 else matches
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance with adjacent transpositions (optimal string alignment)."""
+    d = [[max(i, j) if min(i, j) == 0 else 0 for j in range(len(b) + 1)] for i in range(len(a) + 1)]
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            cost = a[i - 1] != b[j - 1]
+            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
+    return d[len(a)][len(b)]
 
 
 def misplaced_setting(ctx: Context) -> None:
@@ -438,7 +461,7 @@ def _legacy_model(ctx: Context) -> tuple[Node, Node] | None:
     model = ctx.config.model
     if model is None:
         return None
-    for flag in ("mcore_gpt", "mcore_bert"):
+    for flag in ("mcore_gpt", "mcore_bert", "mcore_t5"):
         pair = model.pair(flag)
         if pair and pair[1].kind == "scalar" and pair[1].value is False:
             return pair

@@ -1,0 +1,35 @@
+"""Shared test helpers: the project root, the shared fixtures folder, a CLI runner (real subprocesses)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+NEMO_CONFIGS = SHARED / "fixtures" / "nemo-configs"
+PROJECT_FIXTURES = ROOT / "fixtures"
+
+
+def need_shared(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} is not here: the shared fixtures folder (../shared next to the checkout) is missing")
+    return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    """Every test process uses a fresh rule-table cache (the first load also runs the pydantic validation)."""
+    os.environ["NEMO_MIGRATE_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+
+
+def run_cli(*args: str, cwd: Path | None = None, input: str | None = None, entry: str = "nemo-migrate",
+            env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the installed console script (falls back to `python -m migrator` for nemo-migrate)."""
+    exe = Path(sys.executable).parent / entry
+    cmd = [str(exe), *args] if exe.exists() else [sys.executable, "-m", "migrator", *args]
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(cmd, cwd=cwd, input=input, capture_output=True, text=True, env=full_env, timeout=300)

@@ -1,0 +1,77 @@
+"""Fixit-style: every rule's and every setting's VALID/INVALID examples in rules/ are run automatically."""
+from __future__ import annotations
+
+import pytest
+
+from migrator.cli.options import resolve_source, resolve_target
+from migrator.engine.fixes import apply_edits
+from migrator.engine.runner import LintOptions, check_text
+from migrator.engine.table import Example, load_table
+
+TABLE = load_table()
+
+
+def _lint(example: Example):
+    options = LintOptions(target=resolve_target(example.target), source=resolve_source(
+        f"nemo={example.source_release}" if example.source_release else None))
+    filename = "example.py" if example.lang == "python" else "example.yaml"
+    diagnostics, _ = check_text(example.source, filename, TABLE, options)
+    return diagnostics
+
+
+def _span(d) -> str:
+    return f"{d.location.row}:{d.location.column}-{d.end_location.row}:{d.end_location.column}"
+
+
+def _cases():
+    for rule in TABLE.lint_rules:
+        for i, example in enumerate(rule.invalid):
+            yield pytest.param(rule.code, example, False, id=f"{rule.code}-{rule.name}-INVALID_{i}")
+        for i, example in enumerate(rule.valid):
+            yield pytest.param(rule.code, example, True, id=f"{rule.code}-{rule.name}-VALID_{i}")
+
+
+@pytest.mark.parametrize("code, example, valid", list(_cases()))
+def test_rule_example(code, example, valid):
+    diagnostics = _lint(example)
+    mine = [d for d in diagnostics if d.code == code]
+    if valid:
+        assert not mine, f"VALID example reported {code}: {[(_span(d), d.message) for d in mine]}"
+        return
+    at = [d for d in mine if _span(d) == example.at]
+    assert at, f"expected {code} at {example.at}; got {[(d.code, _span(d), d.message) for d in diagnostics]}"
+    finding = at[0]
+    if example.message_contains:
+        assert example.message_contains in finding.message
+    if example.fixed is None:
+        assert finding.fix is None, f"unexpected fix {finding.fix}"
+    else:
+        assert finding.fix is not None, "expected a fix"
+        assert apply_edits(example.source, finding.fix.edits) == example.fixed
+
+
+def _setting_cases():
+    for setting in TABLE.settings.settings:
+        for i, source in enumerate(setting.examples.valid):
+            yield pytest.param(setting.key, Example(source=source), None, id=f"{setting.key}-VALID_{i}")
+        for i, example in enumerate(setting.examples.invalid):
+            yield pytest.param(setting.key, example, example.code, id=f"{setting.key}-INVALID_{i}-{example.code}")
+
+
+@pytest.mark.parametrize("key, example, code", list(_setting_cases()))
+def test_setting_example(key, example, code):
+    diagnostics = _lint(example)
+    if code is None:
+        rows = {i for i, line in enumerate(example.source.splitlines(), 1) if f"{key}:" in line}
+        on_key = [(d.code, d.message) for d in diagnostics if d.location.row in rows]
+        assert not on_key, f"VALID example of {key} has findings on its line: {on_key}"
+        return
+    assert any(d.code == code and _span(d) == example.at for d in diagnostics), (
+        f"expected {code} at {example.at}; got {[(d.code, _span(d)) for d in diagnostics]}")
+
+
+def test_every_rule_has_an_implementation_that_fires():
+    """A documented rule whose examples never produce its code would be dead data."""
+    fired = {d.code for rule in TABLE.lint_rules for ex in rule.invalid for d in _lint(ex)}
+    yaml_rules = {r.code for r in TABLE.lint_rules if "yaml" in r.languages}
+    assert yaml_rules <= fired
