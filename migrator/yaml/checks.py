@@ -282,7 +282,10 @@ def no_effect(ctx: Context, setting: Setting, key: Node, value: Node) -> bool:
         return True
     for rule in setting.no_effect:
         if ctx.condition_holds(rule.when):
-            ctx.report_node("NM110", key, f"{setting.key} has no effect here: {rule.message}")
+            here = ""
+            if rule.when.path:
+                here = f"; here {rule.when.path.removeprefix('model.')} is {ctx.lookup(rule.when.path).value!r}"
+            ctx.report_node("NM110", key, f"{setting.key} has no effect here: {rule.message}{here}")
             break
     return True
 
