@@ -25,9 +25,12 @@ from migrator.output import RENDERERS
 @click.option("--diff", is_flag=True, help="Print the fixes as a unified diff and write nothing; exit 1 if any.")
 @click.option("--exit-zero", is_flag=True, help="Exit 0 even when findings remain (still 2 on bad input).")
 @click.option("--exit-non-zero-on-fix", is_flag=True, help="Exit 1 when --fix changed a file.")
+@click.option("--config", "config_path", metavar="OLD.yaml", help="Python files: also report MegatronStrategy keywords "
+              "that disagree with this NeMo 1.0 YAML (NM120).")
 def lint(paths, target_spec, source_spec, select, ignore, output_format, fail_on, fix, unsafe_fixes, diff,
-         exit_zero, exit_non_zero_on_fix):
-    """Lint NeMo 1.0 YAML configs (files or folders, *.yaml/*.yml) for checkpoint settings.
+         exit_zero, exit_non_zero_on_fix, config_path):
+    """Lint NeMo 1.0 YAML configs and NeMo 2.0 Python code (files or folders, *.yaml/*.yml/*.py) for checkpoint
+    settings.
 
     Exit codes: 0 no finding at or above --fail-on, 1 findings (or, with --diff, a change), 2 usage error or
     unreadable input.
@@ -44,7 +47,11 @@ def lint(paths, target_spec, source_spec, select, ignore, output_format, fail_on
         if unknown:
             raise MigratorError(f"--select/--ignore: no rule matches {', '.join(unknown)} (see `nemo-migrate rule`)")
         options = LintOptions(target=resolve_target(target_spec), source=resolve_source(source_spec),
-                              selection=selection)
+                              selection=selection, config_path=Path(config_path) if config_path else None)
+        if config_path:
+            from migrator.migrate.mapping import load_mapping
+
+            load_mapping(config_path, table, options.target, options.source)  # a bad --config is a usage error
     except MigratorError as exc:
         fail(str(exc))
     results = lint_paths(paths, table, options)

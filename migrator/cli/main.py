@@ -13,6 +13,8 @@ SUBCOMMANDS: dict[str, str] = {
     "rule": "migrator.cli.rule_cmd:rule",
     "convert": "migrator.cli.convert_cmd:convert",
     "verify": "migrator.cli.convert_cmd:verify",
+    "config": "migrator.cli.config_cmd:config",
+    "patch": "migrator.cli.config_cmd:patch",
 }
 
 

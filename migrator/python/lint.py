@@ -306,18 +306,15 @@ class _Checker:
         plan = plan_call(call, mapping, self.table, 0, 0)
         anchor = call.node.func if call.wrapper is None else call.node.args[0].value
         config = Path(mapping.filename).name
+        missing = []
         for change in plan.changes:
             wanted = mapping.argument(change.argument)
-            source = (f"{wanted.yaml_path}: {_yaml(wanted.value)} in {config}" if wanted.origin == "yaml" else
-                      f"NeMo 1.0's default for {wanted.yaml_path} ({config} does not set it), {_yaml(wanted.value)}")
+            source = (f"{wanted.yaml_path}: {_yaml(wanted.value)}" if wanted.origin == "yaml" else
+                      f"{wanted.yaml_path} not set, NeMo 1.0 default {_yaml(wanted.value)}")
             if change.kind == "add":
                 default = self.arguments[change.argument].default
-                if call.double_star is not None or same_value(default, change.value):
-                    continue
-                self.report("NM120", anchor,
-                            f"{change.argument} is not passed, so NeMo 2.0's default {py(default)} applies; the "
-                            f"config says {source}: pass {change.argument}={py(change.value)} "
-                            f"(`migrate-config {config} --patch {Path(self.filename).name}` adds it)")
+                if call.double_star is None and not same_value(default, change.value):
+                    missing.append(f"{change.argument}={py(change.value)} ({source}; NeMo 2.0 default {py(default)})")
                 continue
             if change.old_keyword is None:
                 continue  # a non-literal value: not judged
@@ -328,9 +325,14 @@ class _Checker:
             inverted = " (NeMo's migration page shows this value inverted)" if (
                 wanted.setting == "dist_ckpt_parallel_dist_opt") else ""
             self.report("NM120", arg.value,
-                        f"{change.old_keyword}={self.code(arg.value)} disagrees with {source}; the migrated value "
-                        f"is {change.argument}={py(change.value)}{inverted}",
+                        f"{change.old_keyword}={self.code(arg.value)} disagrees with {source} in {config}; the "
+                        f"migrated value is {change.argument}={py(change.value)}{inverted}",
                         fix=self.replace(arg.value, new, "unsafe", f"Use {new}"))
+        if missing:
+            self.report("NM120", anchor,
+                        f"{len(missing)} keyword{'s' * (len(missing) != 1)} left out, so NeMo 2.0's default applies "
+                        f"where {config} says otherwise: {', '.join(missing)}; `migrate-config {config} --patch "
+                        f"{Path(self.filename).name}` adds {'them' if len(missing) > 1 else 'it'}")
 
 
 def _a(type_: str) -> str:
