@@ -171,6 +171,7 @@ class Argument(Record):
     allowed: list[Scalar] | None = None
     minimum: int | None = None
     enum_class: str | None = None
+    other_types: list[Literal["bool", "int", "str"]] = field(default_factory=list)  # also accepted as they are
 
 
 @dataclass(eq=False)

@@ -32,7 +32,12 @@ class StrategyCall:
     wrapper: str | None  # "nemo_run.Config" for run.Config(nl.MegatronStrategy, ...), None for a direct call
     keywords: dict[str, cst.Arg] = field(default_factory=dict)  # in source order
     double_star: cst.Arg | None = None  # a `**kwargs` argument
+    expects_error: bool = False  # inside `with pytest.raises(...)`: a test that the call fails
     values: dict[str, Any] = field(default_factory=dict)  # keyword -> literal value or NOT_LITERAL
+
+    @property
+    def double_star_code(self) -> str:
+        return "**" + cst.Module([]).code_for_node(self.double_star.value) if self.double_star is not None else ""
 
     @property
     def label(self) -> str:
@@ -75,6 +80,19 @@ class _Finder(cst.CSTVisitor):
         self.enum_names = {e.rsplit(".", 1)[-1] for e in self.enum_classes}
         self.package = package
         self.calls: list[StrategyCall] = []
+        self.raises_depth = 0
+
+    def visit_With(self, node: cst.With) -> None:
+        if self.expects_error(node):
+            self.raises_depth += 1
+
+    def leave_With(self, original_node: cst.With) -> None:
+        if self.expects_error(original_node):
+            self.raises_depth -= 1
+
+    def expects_error(self, node: cst.With) -> bool:
+        return any(isinstance(item.item, cst.Call) and "pytest.raises" in self.names(item.item.func)
+                   for item in node.items)
 
     def names(self, node: cst.CSTNode) -> set[str]:
         found = set()
@@ -97,7 +115,7 @@ class _Finder(cst.CSTVisitor):
             self.calls.append(self.collect(node, sorted(wrapper)[0], node.args[1:]))
 
     def collect(self, node: cst.Call, wrapper: str | None, args) -> StrategyCall:
-        call = StrategyCall(node, wrapper)
+        call = StrategyCall(node, wrapper, expects_error=self.raises_depth > 0)
         for arg in args:
             if arg.star == "**":
                 call.double_star = arg

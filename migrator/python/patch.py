@@ -65,8 +65,7 @@ def plan_call(call: StrategyCall, mapping: Mapping, table: Table, row: int, colu
             continue
         plan.changes.append(change)
     if call.double_star is not None:
-        code = cst.Module([]).code_for_node(call.double_star).strip()
-        plan.blocked = f"passes {code}, which may already set these keywords"
+        plan.blocked = f"passes {call.double_star_code}, which may already set these keywords"
     elif cannot:
         plan.blocked = f"the value of {', '.join(cannot)} is not a literal the tool can judge"
     return plan
@@ -237,7 +236,7 @@ def parse_source(data: bytes | str, filename: str) -> cst.Module:
 
 def plan_module(module: cst.Module, filename: str, mapping: Mapping, table: Table
                 ) -> tuple[MetadataWrapper, list[CallPlan]]:
-    wrapper = MetadataWrapper(module)
+    wrapper = MetadataWrapper(module, unsafe_skip_copy=True)  # a freshly parsed tree: no shared nodes
     positions = wrapper.resolve(PositionProvider)
     lines = wrapper.module.code.splitlines()
     plans = []
