@@ -188,7 +188,7 @@ def config(config_path, paths, emit_python, patch_mode, strip, no_backup, output
     """Migrate the checkpoint settings of a NeMo 1.0 YAML config to NeMo 2.0's MegatronStrategy.
 
     Exit codes: 0 code produced or files patched, 1 refused (e.g. zarr for megatron-core >= 0.16 without --force)
-    or, with --check, a file would change, 2 bad input.
+    or, with --check or --diff, a file would change, 2 bad input.
     """
     if paths and not patch_mode:
         _usage(f"unexpected arguments {' '.join(paths)} (files to patch need --patch)")
