@@ -61,7 +61,8 @@ def test_the_removed_argument_fix_keeps_the_layout():
     (finding,) = lint(text)
     assert finding.fix.applicability == "unsafe"
     assert apply_edits(text, finding.fix.edits) == HEAD + (
-        "s = nl.MegatronStrategy(\r\n    ckpt_save_optimizer=False,\r\n    ckpt_load_optimizer=False,  # inference\r\n)\r\n")
+        "s = nl.MegatronStrategy(\r\n    ckpt_save_optimizer=False,\r\n"
+        "    ckpt_load_optimizer=False,  # inference\r\n)\r\n")
 
 
 def test_conflicting_arguments_are_not_judged_through_kwargs_or_variables():
@@ -126,7 +127,8 @@ def test_cli_fix_unsafe_fixes_and_diff_on_python(files):
 
 def test_cli_lint_config_reports_and_fixes_the_inversion(files):
     config = files("old.yaml", "model:\n  dist_ckpt_parallel_dist_opt: True\n  dist_ckpt_parallel_load: True\n"
-                   "  dist_ckpt_parallel_save: True\nexp_manager:\n  checkpoint_callback_params:\n    async_save: True\n")
+                   "  dist_ckpt_parallel_save: True\nexp_manager:\n  checkpoint_callback_params:\n"
+                   "    async_save: True\n")
     path = files("train.py", HEAD + "s = nl.MegatronStrategy(ckpt_parallel_save_optim=False)\n")
     proc = run_cli("lint", "--config", str(config), str(path))
     assert proc.returncode == 1 and "NM120" in proc.stdout and "inverted" in proc.stdout

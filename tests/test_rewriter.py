@@ -3,7 +3,6 @@ expected output, AST outside the strategy calls unchanged, idempotence, and the 
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 import libcst as cst
 import pytest
@@ -143,7 +142,8 @@ def one(source: str, config: str = ASYNC_ONLY) -> str:
 
 def test_trap_one_no_spaces_around_equals_and_trap_two_newline_before_paren():
     # lint-conventions section 2: the naive append gives `ckpt_async_save = True)` on the paren's line
-    assert one("s = nl.MegatronStrategy(\n    tensor_model_parallel_size=2,  # tp\n    pipeline_model_parallel_size=1,\n)\n") == (
+    source = "s = nl.MegatronStrategy(\n    tensor_model_parallel_size=2,  # tp\n    pipeline_model_parallel_size=1,\n)\n"
+    assert one(source) == (
         "s = nl.MegatronStrategy(\n    tensor_model_parallel_size=2,  # tp\n    pipeline_model_parallel_size=1,\n"
         "    ckpt_parallel_save=True,\n    ckpt_parallel_load=True,\n"
         "    ckpt_async_save=False,  # NeMo 2.0 defaults to True\n)\n")

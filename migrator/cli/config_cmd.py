@@ -6,7 +6,8 @@
 
 Exit codes: 0 code produced / files patched (warnings on stderr and, for emit, as comments in the code); 1 the tool
 refuses (an error such as zarr for a megatron-core that cannot read it, without --force) or, with --check or
---diff, a file would change; 2 bad input (unreadable or non-NeMo YAML, a missing path, a Python file that does not parse).
+--diff, a file would change; 2 bad input (unreadable or non-NeMo YAML, a missing path, a Python file that does not
+parse).
 """
 from __future__ import annotations
 

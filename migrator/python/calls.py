@@ -41,7 +41,9 @@ class StrategyCall:
 
     @property
     def label(self) -> str:
-        return "MegatronStrategy(...)" if self.wrapper is None else f"{self.wrapper.split('.')[-1]}(MegatronStrategy, ...)"
+        if self.wrapper is None:
+            return "MegatronStrategy(...)"
+        return f"{self.wrapper.split('.')[-1]}(MegatronStrategy, ...)"
 
 
 def package_of(filename: str) -> str | None:
