@@ -109,7 +109,11 @@ def changed_lines_from_git(base: str) -> tuple[dict[str, set[int] | None], Path]
     top = git_toplevel()
     if top is None:
         raise MigratorError("--diff-only: not inside a git repository")
-    _git("rev-parse", "--verify", "--quiet", f"{base}^{{commit}}", cwd=top)
+    try:
+        _git("rev-parse", "--verify", "--quiet", f"{base}^{{commit}}", cwd=top)
+    except MigratorError:
+        raise MigratorError(f"--diff-only: {base!r} is not a commit in {top} (fetch it first in a shallow CI clone)")\
+            from None
     diff = _git("-c", "core.quotePath=false", "diff", "--no-color", "--no-ext-diff", "--find-renames", "-U0",
                 base, "--", cwd=top)
     changed = parse_unified_diff(diff)
