@@ -48,7 +48,7 @@ def unused_suppressions(suppressions: Suppressions, text: str, filename: str, ta
                     if item.kind == "noqa" and not OUR_CODE.match(entry):
                         continue  # another linter's code (`# noqa: E501, NM110`)
                     if selection.enabled(entry, entry):
-                        unused.append((entry, "not a nemo-migrate rule"))
+                        unused.append((entry, f"{entry} is not a nemo-migrate rule"))
                 elif language not in listed.languages:
                     unused.append((entry, f"{listed.code} does not check {LANGUAGE_NAMES.get(language, language)} files"))
                 elif selection.enabled(listed.code, listed.name) and listed.code not in item.used:
@@ -81,8 +81,7 @@ def _finding(item: Suppression, unused: list[tuple[str, str]], lines: list[str],
     if item.codes is None:
         message = "unused blanket suppression: no finding on this line or the next"
     else:
-        reasons = "; ".join(f"{e}: {why}" for e, why in unused)
-        message = f"unused suppression of {', '.join(entries)} ({reasons})"
+        message = "unused suppression: " + "; ".join(why for _, why in unused)
     if kept and item.codes_span:
         written = line[item.codes_span[0] - 1:item.codes_span[1] - 1]
         separator = ", " if ", " in written else ","
