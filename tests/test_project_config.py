@@ -179,3 +179,34 @@ def test_per_file_ignores_extend_the_selection():
                           per_file_ignores=(("legacy/", ("NM106",)),), root=Path.cwd())
     assert options.for_file("legacy/x.yaml").selection.ignore == ("NM111", "NM106")
     assert options.for_file("other/x.yaml").selection.ignore == ("NM111",)
+
+
+def test_pairs_end_to_end_with_a_stand_in_python_lint(tmp_path, monkeypatch):
+    """`lint conf/gpt.yaml` (what the hook passes when only the config changed) also lints the paired script
+    against that config, and `--fix` never touches the script it was not given."""
+    from click.testing import CliRunner
+
+    from migrator.cli.lint_cmd import lint as lint_command
+    from migrator.engine import runner
+
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "gpt.yaml").write_text("model:\n  dist_ckpt_parallel_load: off\n")
+    (tmp_path / "train.py").write_text("import nemo\n")
+    (tmp_path / "nemo-migrator.toml").write_text('[pairs]\n"conf/gpt.yaml" = "train.py"\n')
+    python = next(language for language in runner.LANGUAGES if language.name == "python")
+    fake = runner.Language("python", python.suffixes, "tests.fake_python_lint:check_text",
+                           "tests.fake_python_lint:parses", python.suppressions)
+    monkeypatch.setattr(runner, "LANGUAGES", [fake if language is python else language for language in runner.LANGUAGES])
+    monkeypatch.setattr(proj, "python_lint_available", lambda: True)
+    monkeypatch.chdir(tmp_path)
+
+    result = CliRunner().invoke(lint_command, ["--output-format", "json", "conf/gpt.yaml"])
+    findings = json.loads(result.output)
+    script = [f for f in findings if f["filename"] == "train.py"]
+    assert [f["message"] for f in script] == [f"config_path={tmp_path / 'conf' / 'gpt.yaml'}"]
+
+    result = CliRunner().invoke(lint_command, ["--fix", "conf/gpt.yaml"])
+    assert (tmp_path / "train.py").read_text() == "import nemo\n"  # a partner is reported, never fixed
+    assert (tmp_path / "conf" / "gpt.yaml").read_text() == "model:\n  dist_ckpt_parallel_load: False\n"
+    result = CliRunner().invoke(lint_command, ["--fix", "train.py"])
+    assert (tmp_path / "train.py").read_text() == "# rewritten\nimport nemo\n"  # given: fixed, with its config
