@@ -4,8 +4,6 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-from migrator.engine.diagnostics import FileResult
-
 # name -> "module:function"; a renderer takes the results (and keyword options: `root`, the project root that
 # machine formats make paths relative to; `unsafe_fixes`) and returns the full text to print on stdout.
 RENDERERS: dict[str, str] = {
