@@ -54,6 +54,7 @@ def offline_env(tmp_path_factory):
         "PIP_NO_INDEX": "1",
         "PIP_FIND_LINKS": str(wheels[0].parent),
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        "PIP_NO_COMPILE": "1",  # a throwaway environment: no .pyc compiling of every dependency
         "PRE_COMMIT_HOME": str(tmp_path_factory.mktemp("pre-commit-home")),
         "PRE_COMMIT_COLOR": "never",
     })

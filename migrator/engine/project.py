@@ -10,7 +10,6 @@ is a MigratorError naming the file and the key (exit 2).
 """
 from __future__ import annotations
 
-import difflib
 import functools
 import re
 from dataclasses import dataclass, field
@@ -106,6 +105,8 @@ def parse_config(data: dict[str, Any], path: Path, prefix: str = "", warnings: t
 
     for key in data:
         if key not in SETTINGS:
+            import difflib
+
             close = difflib.get_close_matches(key.replace("_", "-"), SETTINGS, n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]!r}?" if close else f"; known settings: {', '.join(SETTINGS)}"
             raise MigratorError(f"{path}: {prefix}unknown setting {key!r}{hint}")

@@ -103,3 +103,13 @@ def fingerprints(result: FileResult, path: str) -> Iterator[tuple[Diagnostic, st
         digest = hashlib.sha256("\0".join((diagnostic.code, path, text)).encode("utf-8")).hexdigest()[:16]
         seen[digest] += 1
         yield diagnostic, f"{digest}:{seen[digest]}"
+
+
+def error_position(result: FileResult) -> Location | None:
+    """Where an unreadable file's error points (`path:line:col: YAML syntax error ...`), if it says."""
+    import re
+
+    if result.error is None:
+        return None
+    match = re.match(rf"{re.escape(result.filename)}:(\d+):(\d+): ", result.error)
+    return Location(int(match.group(1)), int(match.group(2))) if match else None

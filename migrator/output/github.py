@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from migrator.engine.diagnostics import FileResult
-from migrator.output.common import TOOL, display_path, fix_note
+from migrator.output.common import TOOL, display_path, error_position, fix_note
 
 COMMAND = {"error": "error", "warning": "warning", "info": "notice"}
 
@@ -31,7 +31,9 @@ def render(results: list[FileResult], *, root: Path | None = None, **_: Any) -> 
     for result in results:
         path = display_path(result.filename, root)
         if result.error is not None:
-            lines.append(f"::error title={escape_property(f'{TOOL} (error)')},file={escape_property(path)}::"
+            at = error_position(result)
+            where = f",line={at.row},col={at.column}" if at else ""
+            lines.append(f"::error title={escape_property(f'{TOOL} (error)')},file={escape_property(path)}{where}::"
                          f"{escape_data(result.error)}")
             continue
         for d in result.diagnostics:

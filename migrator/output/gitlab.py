@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from migrator.engine.diagnostics import FileResult
-from migrator.output.common import display_path, fingerprints
+from migrator.engine.diagnostics import FileResult, Location
+from migrator.output.common import display_path, error_position, fingerprints
 
 SEVERITY = {"error": "major", "warning": "minor", "info": "info"}
 
@@ -26,7 +26,7 @@ def render(results: list[FileResult], *, root: Path | None = None, **_: Any) -> 
                 "type": "issue", "check_name": "nemo-migrate-error", "description": result.error,
                 "categories": ["Bug Risk"], "severity": "critical",
                 "fingerprint": hashlib.md5(f"error\0{path}".encode()).hexdigest(),  # noqa: S324 - an id, not security
-                "location": {"path": path, "lines": {"begin": 1}},
+                "location": {"path": path, "lines": {"begin": (error_position(result) or Location(1, 1)).row}},
             })
             continue
         for d, key in fingerprints(result, path):

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from migrator.engine.diagnostics import Diagnostic, FileResult, Location
-from migrator.output.common import TOOL, byte_column, display_path, fix_note, fix_span, homepage, lines_of, rule_url
+from migrator.output.common import (TOOL, byte_column, display_path, error_position, fix_note, fix_span, homepage,
+                                    lines_of, rule_url)
 
 SEVERITY = {"error": "ERROR", "warning": "WARNING", "info": "INFO"}
 
@@ -27,6 +28,9 @@ def diagnostics(results: list[FileResult], root: Path | None, *, with_source: bo
         path = display_path(result.filename, root)
         if result.error is not None:
             entry: dict[str, Any] = {"message": result.error, "location": {"path": path}, "severity": "ERROR"}
+            at = error_position(result)
+            if at is not None:  # the line only: the text (to count UTF-8 bytes) was not kept
+                entry["location"]["range"] = {"start": {"line": at.row}}
             if with_source:
                 entry["source"] = _source()
             out.append(entry)

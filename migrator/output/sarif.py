@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from migrator.engine.diagnostics import Diagnostic, FileResult, Location
 from migrator.engine.table import LintRule, load_table
-from migrator.output.common import TOOL, display_path, fingerprints, homepage, rule_url
+from migrator.output.common import TOOL, display_path, error_position, fingerprints, homepage, rule_url
 
 SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 LEVEL = {"error": "error", "warning": "warning", "info": "note"}
@@ -77,8 +77,12 @@ def render(results: list[FileResult], *, root: Path | None = None, **_: Any) -> 
         path = display_path(result.filename, root)
         artifact = _artifact(path)
         if result.error is not None:
+            physical: dict[str, Any] = {"artifactLocation": artifact}
+            at = error_position(result)
+            if at is not None:
+                physical["region"] = {"startLine": at.row, "startColumn": at.column}
             notifications.append({"level": "error", "message": {"text": result.error},
-                                  "locations": [{"physicalLocation": {"artifactLocation": artifact}}]})
+                                  "locations": [{"physicalLocation": physical}]})
             continue
         for d, fingerprint in fingerprints(result, path):
             entry: dict[str, Any] = {
