@@ -185,7 +185,7 @@ def test_rdjson_and_rdjsonl_have_reviewdogs_shape():
     for diagnostic in document["diagnostics"]:
         for rng in filter(None, _ranges(diagnostic)):
             start, end = rng["start"], rng.get("end", rng["start"])
-            assert (start["line"], start["column"]) <= (end["line"], end["column"])  # end is exclusive
+            assert (start["line"], start.get("column", 1)) <= (end["line"], end.get("column", 1))  # end exclusive
 
 
 def test_rdjson_columns_are_utf8_bytes_and_every_fix_is_a_suggestion_that_applies():
