@@ -44,12 +44,11 @@ def lint(paths, target_spec, source_spec, select, ignore, output_format, fail_on
     Settings come from nemo-migrator.toml or [tool.nemo-migrator] in pyproject.toml (the nearest one up from the
     current directory); options given here override them.
     """
+    from migrator.engine import project as proj
     from migrator.engine.runner import LintOptions, fix_file, lint_paths, write_text_atomically
     from migrator.engine.selection import Selection
     from migrator.engine.table import load_table
     from migrator.output import renderer
-
-    from migrator.engine import project as proj
 
     try:
         table = load_table()
