@@ -123,6 +123,9 @@ def test_bad_setting_in_pyproject_names_the_table(repo):
     proc = run_cli("lint", "conf/bad.yaml", cwd=repo)
     assert proc.returncode == 2
     assert f"{repo / 'pyproject.toml'}: [tool.nemo-migrator] fail-on: expected one of" in proc.stderr
+    (repo / "pyproject.toml").write_text('[tool]\nnemo-migrator = "strict"\n')
+    proc = run_cli("lint", "conf/bad.yaml", cwd=repo)
+    assert proc.returncode == 2 and "tool.nemo-migrator must be a table" in proc.stderr
 
 
 @pytest.mark.parametrize("pattern, path, expected", [

@@ -67,7 +67,8 @@ def _has_tool_table(path: Path) -> bool:
         return False
     if TOOL_KEY.encode() not in data:  # most pyproject.toml files: no TOML parse at all
         return False
-    return isinstance(_read_toml(path).get("tool", {}).get(TOOL_KEY), dict)
+    tool = _read_toml(path).get("tool", {})
+    return isinstance(tool, dict) and TOOL_KEY in tool
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -94,6 +95,8 @@ def load_project_config(start: Path | None = None, *, isolated: bool = False) ->
     if path.name == PYPROJECT:
         data = data["tool"][TOOL_KEY]
         prefix = f"[tool.{TOOL_KEY}] "
+        if not isinstance(data, dict):
+            raise MigratorError(f"{path}: tool.{TOOL_KEY} must be a table ([tool.{TOOL_KEY}]), got {data!r}")
     else:
         prefix = ""
     return parse_config(data, path, prefix, tuple(warnings))
