@@ -18,23 +18,37 @@ from migrator.output import RENDERERS
 @click.option("--select", multiple=True, metavar="CODES", help="Only these rules: codes, prefixes (NM1) or names.")
 @click.option("--ignore", multiple=True, metavar="CODES", help="Skip these rules: codes, prefixes or names.")
 @click.option("--output-format", type=click.Choice(sorted(RENDERERS)), default="text", show_default=True)
-@click.option("--fail-on", type=click.Choice(["error", "warning", "info"]), default="warning", show_default=True,
-              help="Exit 1 when a finding of at least this severity remains.")
+@click.option("--fail-on", type=click.Choice(["error", "warning", "info"]), default=None,
+              help="Exit 1 when a finding of at least this severity remains. Default: warning.")
 @click.option("--fix", is_flag=True, help="Apply safe fixes in place (YAML as text-span edits).")
 @click.option("--unsafe-fixes", is_flag=True, help="Also apply unsafe fixes (they change what NeMo does).")
 @click.option("--diff", is_flag=True, help="Print the fixes as a unified diff and write nothing; exit 1 if any.")
 @click.option("--exit-zero", is_flag=True, help="Exit 0 even when findings remain (still 2 on bad input).")
 @click.option("--exit-non-zero-on-fix", is_flag=True, help="Exit 1 when --fix changed a file.")
+@click.option("--diff-only", "diff_base", metavar="BASE",
+              help="Report only findings on lines changed since the git revision BASE (git diff BASE, working tree).")
+@click.option("--changed-lines-from", metavar="DIFF",
+              help="Report only findings on lines a unified diff adds (a file, or - for stdin).")
+@click.option("--project-root", type=click.Path(file_okay=False), default=None,
+              help="github/gitlab/rdjson/sarif/junit paths are relative to this folder. Default: the current one.")
+@click.option("--force-exclude", is_flag=True,
+              help="Apply the project configuration's exclude to paths named on the command line too (pre-commit).")
+@click.option("--isolated", is_flag=True, help="Ignore nemo-migrator.toml and [tool.nemo-migrator] in pyproject.toml.")
 @click.option("--config", "config_path", metavar="OLD.yaml", help="Python files: also report MegatronStrategy keywords "
               "that disagree with this NeMo 1.0 YAML (NM120).")
 def lint(paths, target_spec, source_spec, select, ignore, output_format, fail_on, fix, unsafe_fixes, diff,
-         exit_zero, exit_non_zero_on_fix, config_path):
+         exit_zero, exit_non_zero_on_fix, diff_base, changed_lines_from, project_root, force_exclude, isolated,
+         config_path):
     """Lint NeMo 1.0 YAML configs and NeMo 2.0 Python code (files or folders, *.yaml/*.yml/*.py) for checkpoint
     settings.
 
     Exit codes: 0 no finding at or above --fail-on, 1 findings (or, with --diff, a change), 2 usage error or
     unreadable input.
+
+    Settings come from nemo-migrator.toml or [tool.nemo-migrator] in pyproject.toml (the nearest one up from the
+    current directory); options given here override them.
     """
+    from migrator.engine import project as proj
     from migrator.engine.runner import LintOptions, fix_file, lint_paths, write_text_atomically
     from migrator.engine.selection import Selection
     from migrator.engine.table import load_table
@@ -42,19 +56,32 @@ def lint(paths, target_spec, source_spec, select, ignore, output_format, fail_on
 
     try:
         table = load_table()
-        selection = Selection.parse(select, ignore)
-        unknown = selection.unknown_selectors([(r.code, r.name) for r in table.lint_rules])
+        project = proj.load_project_config(isolated=isolated)
+        for warning in project.warnings:
+            click.echo(f"nemo-migrate: warning: {warning}", err=True)
+        rules = [(r.code, r.name) for r in table.lint_rules]
+        proj.check_selectors(project, rules)
+        unknown = Selection.parse(select, ignore).unknown_selectors(rules)
         if unknown:
             raise MigratorError(f"--select/--ignore: no rule matches {', '.join(unknown)} (see `nemo-migrate rule`)")
-        options = LintOptions(target=resolve_target(target_spec), source=resolve_source(source_spec),
-                              selection=selection, config_path=Path(config_path) if config_path else None)
+        options = LintOptions(
+            target=resolve_target(proj.override(project.target, target_spec)),
+            source=resolve_source(proj.override(project.source, source_spec)),
+            selection=proj.selection(project, select, ignore),
+            per_file_ignores=project.per_file_ignores, pairs=project.pairs, root=project.root,
+            config_path=Path(config_path) if config_path else None)
         if config_path:
             from migrator.migrate.mapping import load_mapping
 
             load_mapping(config_path, table, options.target, options.source)  # a bad --config is a usage error
+        fail_on = fail_on or project.fail_on or "warning"
+        changed_rows = proj.changed_rows(diff_base, changed_lines_from, fixing=fix or unsafe_fixes or diff)
     except MigratorError as exc:
         fail(str(exc))
-    results = lint_paths(paths, table, options)
+    results = lint_paths(paths, table, options, proj.exclusion(project), force_exclude)
+    partners = proj.consistency_partners([r.filename for r in results if r.error is None], options)
+    if partners:  # scripts paired with a config in `paths`: linted (consistency rules), never fixed
+        results += lint_paths(partners, table, options)
     for result in results:
         if result.error:
             click.echo(f"nemo-migrate: error: {result.error}", err=True)
@@ -64,7 +91,7 @@ def lint(paths, target_spec, source_spec, select, ignore, output_format, fail_on
         import difflib
 
         for index, result in enumerate(results):
-            if result.error or not any(d.fix for d in result.diagnostics):
+            if result.error or result.filename in partners or not any(d.fix for d in result.diagnostics):
                 continue
             fixed = fix_file(result, table, options, unsafe=unsafe_fixes)
             if fixed.fixed == fixed.original:
@@ -82,7 +109,12 @@ def lint(paths, target_spec, source_spec, select, ignore, output_format, fail_on
         if diff:
             raise SystemExit(2 if any(r.error for r in results) else int(changed > 0))
 
-    sys.stdout.write(renderer(output_format)(results))
+    if changed_rows is not None:
+        from migrator.engine.changed_lines import keep_changed
+
+        results = keep_changed(results, *changed_rows)
+    root = Path(project_root) if project_root else None
+    sys.stdout.write(renderer(output_format)(results, root=root, unsafe_fixes=unsafe_fixes))
     if any(r.error for r in results):
         raise SystemExit(2)
     threshold = SEVERITY_RANK[fail_on]

@@ -11,6 +11,7 @@ from migrator import __version__
 SUBCOMMANDS: dict[str, str] = {
     "lint": "migrator.cli.lint_cmd:lint",
     "rule": "migrator.cli.rule_cmd:rule",
+    "schema": "migrator.cli.schema_cmd:schema",
     "convert": "migrator.cli.convert_cmd:convert",
     "verify": "migrator.cli.convert_cmd:verify",
     "config": "migrator.cli.config_cmd:config",

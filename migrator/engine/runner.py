@@ -13,6 +13,7 @@ from migrator.engine.diagnostics import Diagnostic, FileResult
 from migrator.engine.selection import Selection
 from migrator.engine.suppression import IGNORE_COMMENT, NOQA_COMMENT, Suppressions
 from migrator.engine.table import Table
+from migrator.engine.unused_suppression import unused_suppressions
 from migrator.errors import MigratorError
 from migrator.versions import Source, Target
 
@@ -25,6 +26,19 @@ class LintOptions:
     source: Source = field(default_factory=Source)
     selection: Selection = field(default_factory=Selection)
     config_path: Path | None = None  # the NeMo 1.0 YAML a Python file was migrated from (consistency rules)
+    # from the project configuration (migrator.engine.project), applied per file by `for_file`
+    per_file_ignores: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    pairs: tuple[tuple[str, str], ...] = ()  # (YAML config, Python script), relative to `root`
+    root: Path | None = None
+
+    def for_file(self, path: str) -> LintOptions:
+        """The options for one file: its per-file ignores, and for a script the project pairs with a config, that
+        config as `config_path` (so the consistency rules run)."""
+        if not self.per_file_ignores and not self.pairs:
+            return self
+        from migrator.engine.project import file_options
+
+        return file_options(self, path)
 
 
 @dataclass(frozen=True)
@@ -62,16 +76,21 @@ def all_suffixes() -> tuple[str, ...]:
     return tuple(s for language in LANGUAGES for s in language.suffixes)
 
 
-def discover(paths: Iterable[str], suffixes: tuple[str, ...]) -> Iterator[tuple[str, str | None]]:
-    """Yield (path, None) for each file to lint, or (path, error) for a path that cannot be linted."""
+def discover(paths: Iterable[str], suffixes: tuple[str, ...], excluded: Callable[[str], bool] | None = None,
+             force_exclude: bool = False) -> Iterator[tuple[str, str | None]]:
+    """Yield (path, None) for each file to lint, or (path, error) for a path that cannot be linted. Files found by
+    walking a folder are skipped when `excluded` says so; paths named explicitly only with `force_exclude`."""
     for raw in paths:
         path = Path(raw)
+        if force_exclude and excluded is not None and excluded(raw):
+            continue
         if path.is_dir():
             found = False
             for child in sorted(path.rglob("*")):
                 if child.is_file() and child.suffix in suffixes and not SKIP_DIRS & set(child.parts):
                     found = True
-                    yield str(child), None
+                    if excluded is None or not excluded(str(child)):
+                        yield str(child), None
             if not found:
                 yield raw, f"{raw}: directory holds no {'/'.join(suffixes)} file"
         elif path.exists():
@@ -116,10 +135,13 @@ def check_text(text: str, filename: str, table: Table, options: LintOptions,
     diagnostics = language.function("check")(text, filename, table, options)
     suppressions = Suppressions.scan(text, language.suppressions)
     enabled = [d for d in diagnostics if options.selection.enabled(d.code, d.name)]
-    return sorted(suppressions.filter(enabled), key=lambda d: d.sort_key), suppressions
+    kept = suppressions.filter(enabled)
+    kept += unused_suppressions(suppressions, text, filename, table, options.selection, language.name)  # NM001
+    return sorted(kept, key=lambda d: d.sort_key), suppressions
 
 
 def lint_file(path: str, table: Table, options: LintOptions) -> FileResult:
+    options = options.for_file(path)
     result = FileResult(filename=path)
     try:
         text = read_text(Path(path), path)
@@ -131,9 +153,10 @@ def lint_file(path: str, table: Table, options: LintOptions) -> FileResult:
     return result
 
 
-def lint_paths(paths: Iterable[str], table: Table, options: LintOptions) -> list[FileResult]:
+def lint_paths(paths: Iterable[str], table: Table, options: LintOptions,
+               excluded: Callable[[str], bool] | None = None, force_exclude: bool = False) -> list[FileResult]:
     results = []
-    for path, error in discover(paths, all_suffixes()):
+    for path, error in discover(paths, all_suffixes(), excluded, force_exclude):
         results.append(FileResult(filename=path, error=error) if error else lint_file(path, table, options))
     return results
 
@@ -150,6 +173,7 @@ def fix_file(result: FileResult, table: Table, options: LintOptions, *, unsafe: 
     """Fix one linted file in memory (the caller writes or diffs)."""
     from migrator.engine.fixes import fix_text
 
+    options = options.for_file(result.filename)
     language = language_for(result.filename)
     parses = language.function("parses")
     outcome = fix_text(

@@ -22,6 +22,9 @@ class Suppression:
     end_column: int
     codes: frozenset[str] | None  # None = every code
     used: set[str] = field(default_factory=set)
+    kind: str = "ignore"  # "ignore" (`# nemo-migrate: ignore[...]`) or "noqa" (`# noqa: ...`, shared with other tools)
+    code_list: tuple[str, ...] = ()  # the codes in the order written
+    codes_span: tuple[int, int] | None = None  # 1-based columns of the code list (end exclusive)
 
     def covers(self, code: str, name: str) -> bool:
         return self.codes is None or code in self.codes or name in self.codes
@@ -43,8 +46,12 @@ class Suppressions:
             for pattern in patterns:
                 for match in pattern.finditer(line):
                     codes = match.group("codes")
-                    parsed = frozenset(c.strip() for c in codes.split(",") if c.strip()) if codes else None
-                    items.append(Suppression(row, match.start() + 1, match.end() + 1, parsed))
+                    listed = tuple(c.strip() for c in codes.split(",") if c.strip()) if codes else ()
+                    parsed = frozenset(listed) if codes else None
+                    span = (match.start("codes") + 1, match.end("codes") + 1) if codes else None
+                    kind = "noqa" if pattern is NOQA_COMMENT else "ignore"
+                    items.append(Suppression(row, match.start() + 1, match.end() + 1, parsed, kind=kind,
+                                             code_list=listed, codes_span=span))
         return cls(items)
 
     def filter(self, diagnostics: list[Diagnostic]) -> list[Diagnostic]:

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 from migrator.engine.diagnostics import FileResult
 
 
-def render(results: list[FileResult], *, unsafe_fixes: bool = False) -> str:
+def render(results: list[FileResult], *, unsafe_fixes: bool = False, **_: Any) -> str:
     lines = []
     for result in results:
         for d in result.diagnostics:

@@ -1,0 +1,103 @@
+"""NM001 unused-suppression: reported only when certain, fixed by removing the comment or the unused codes."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from migrator.engine.fixes import apply_edits
+from migrator.engine.selection import Selection
+from migrator.engine.suppression import IGNORE_COMMENT, NOQA_COMMENT, Suppressions
+from migrator.engine.table import load_table
+from migrator.engine.unused_suppression import unused_suppressions
+from tests.conftest import run_cli
+
+STALE = "model:\n  dist_ckpt_parallel_load: True  # nemo-migrate: ignore[NM110]\n"  # nothing fires on that line
+
+
+def findings(path: Path, *args: str, cwd: Path | None = None) -> list[dict]:
+    proc = run_cli("lint", "--output-format", "json", str(path), *args, cwd=cwd)
+    assert proc.returncode in (0, 1), proc.stderr
+    return json.loads(proc.stdout)
+
+
+def nm001(path: Path, *args: str, cwd: Path | None = None) -> list[dict]:
+    return [f for f in findings(path, *args, cwd=cwd) if f["code"] == "NM001"]
+
+
+def test_reported_with_default_selection(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(STALE)
+    (finding,) = nm001(path)
+    assert finding["name"] == "unused-suppression" and finding["severity"] == "info"
+    assert finding["location"] == {"row": 2, "column": 34} and finding["fix"]["applicability"] == "safe"
+
+
+@pytest.mark.parametrize("args", [
+    ("--select", "NM001,NM106"),  # NM110 did not run: it might have fired there
+    ("--ignore", "NM110"),
+    ("--ignore", "no-effect"),
+    ("--ignore", "NM001"),
+    ("--select", "NM1"),  # NM001 itself not selected
+])
+def test_not_reported_when_the_suppressed_rule_did_not_run(tmp_path, args):
+    path = tmp_path / "c.yaml"
+    path.write_text(STALE)
+    assert nm001(path, *args) == []
+
+
+def test_not_reported_when_per_file_ignores_turn_the_rule_off(tmp_path):
+    (tmp_path / "conf").mkdir()
+    path = tmp_path / "conf" / "c.yaml"
+    path.write_text(STALE)
+    (tmp_path / "nemo-migrator.toml").write_text('[per-file-ignores]\n"conf/" = ["NM110"]\n')
+    assert nm001(Path("conf/c.yaml"), cwd=tmp_path) == []
+    (tmp_path / "nemo-migrator.toml").write_text('[per-file-ignores]\n"other/" = ["NM110"]\n')
+    assert len(nm001(Path("conf/c.yaml"), cwd=tmp_path)) == 1
+
+
+def test_blanket_comment_judged_only_when_every_rule_ran(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  dist_ckpt_parallel_load: True  # nemo-migrate: ignore\n")
+    assert len(nm001(path)) == 1
+    assert nm001(path, "--ignore", "NM112") == []
+
+
+def test_fix_removes_the_comment_and_keeps_crlf_and_other_comments(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"model:\r\n  # nemo-migrate: ignore[NM106]\r\n  dist_ckpt_format: torch_dist  # why\r\n"
+                     b"  dist_ckpt_parallel_load: True  # nemo-migrate: ignore[NM110, NM111]\r\n")
+    proc = run_cli("lint", "--fix", str(path))
+    assert path.read_bytes() == (b"model:\r\n  dist_ckpt_format: torch_dist  # why\r\n"
+                                 b"  dist_ckpt_parallel_load: True\r\n")
+    assert "NM001" not in proc.stdout
+    assert run_cli("lint", "--fix", "--exit-non-zero-on-fix", str(path)).returncode == 0  # idempotent
+
+
+def test_fix_on_a_last_line_without_a_line_break(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  dist_ckpt_parallel_load: True\n  # nemo-migrate: ignore[NM110]")
+    run_cli("lint", "--fix", str(path))
+    assert path.read_text() == "model:\n  dist_ckpt_parallel_load: True"
+
+
+def _python_nm001(text: str, selection: Selection = Selection()) -> list:
+    suppressions = Suppressions.scan(text, (IGNORE_COMMENT, NOQA_COMMENT))
+    return unused_suppressions(suppressions, text, "train.py", load_table(), selection, "python")
+
+
+def test_noqa_other_tools_codes_and_blanket_noqa_are_left_alone():
+    assert _python_nm001("import os  # noqa: F401\nx = 1  # noqa\n") == []
+    (finding,) = _python_nm001("import os  # noqa: F401, NM110\n")
+    assert "NM110 does not check Python files" in finding.message
+    assert apply_edits("import os  # noqa: F401, NM110\n", finding.fix.edits) == "import os  # noqa: F401\n"
+    (finding,) = _python_nm001("x = 1  # noqa: NM110\ny = 2\n")
+    assert apply_edits("x = 1  # noqa: NM110\ny = 2\n", finding.fix.edits) == "x = 1\ny = 2\n"
+
+
+def test_a_comment_naming_nm001_silences_it():
+    text = "model:\n  # nemo-migrate: ignore[NM001]\n  x: 1  # nemo-migrate: ignore[NM110]\n"
+    suppressions = Suppressions.scan(text)
+    found = unused_suppressions(suppressions, text, "c.yaml", load_table(), Selection(), "yaml")
+    assert found == []
