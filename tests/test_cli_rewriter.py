@@ -208,3 +208,10 @@ def test_patch_then_strip(work):
     (work / "old_config.yaml.bak").rename(config)
     proc = migrate(str(config), "--patch", str(work / "uneditable.py"), "--strip")
     assert "not stripping" in proc.stderr and "dist_ckpt_format" in config.read_text()
+
+
+def test_the_docs_show_the_real_snippet():
+    """docs/rewriter.md quotes `migrate-config conf/megatron_gpt_config.yaml` verbatim: keep it current."""
+    proc = migrate(str(need_shared(NEMO_CONFIGS / "megatron_gpt_config.yaml")))
+    doc = (PROJECT_FIXTURES.parent / "docs" / "rewriter.md").read_text(encoding="utf-8")
+    assert proc.stdout in doc

@@ -335,8 +335,18 @@ class _Checker:
         if missing:
             self.report("NM120", anchor,
                         f"{len(missing)} keyword{'s' * (len(missing) != 1)} left out, so NeMo 2.0's default applies "
-                        f"where {config} says otherwise: {', '.join(missing)}; `migrate-config {config} --patch "
-                        f"{Path(self.filename).name}` adds {'them' if len(missing) > 1 else 'it'}")
+                        f"where {config} says otherwise: {', '.join(missing)}; `migrate-config "
+                        f"{_shown(mapping.filename)} --patch {_shown(self.filename)}` adds "
+                        f"{'them' if len(missing) > 1 else 'it'}")
+
+
+def _shown(path: str) -> str:
+    """A path as a user would type it from here: relative to the current folder when it is below it."""
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:  # pragma: no cover - another drive on Windows
+        return path
+    return path if relative.startswith("..") else relative
 
 
 def _a(type_: str) -> str:
