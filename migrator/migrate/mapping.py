@@ -171,7 +171,7 @@ class _Mapper:
         self.table = table
         self.ctx = checks.Context(mapping.document, mapping.config, table, mapping.target, mapping.source)
         self.legacy = checks._legacy_model(self.ctx)
-        self.settings_rows: set[int] = set()
+        self.handled: set[Location] = set()  # where the findings about carried settings start
 
     def run(self) -> None:
         for setting in self.table.settings.settings:
@@ -217,7 +217,7 @@ class _Mapper:
 
     # --------------------------------------------------------------------------------------------- a key the YAML sets
     def present(self, setting: Setting, key: Node, value: Node) -> None:
-        self.settings_rows.add(key.start.row)
+        self.handled.update((key.start, value.start))
         found = self.findings_on(key, value)
         arg = setting.target.argument
         where = f" [line {key.start.row}]"
@@ -320,7 +320,7 @@ class _Mapper:
         they are not carried), legacy checkpoints, duplicates elsewhere."""
         seen = {(m.code, m.location) for m in self.m.messages}
         for d in self.m.findings:
-            if (d.code, d.location) in seen or d.location.row in self.settings_rows:
+            if (d.code, d.location) in seen or d.location in self.handled:
                 continue
             if d.code in ("NM103", "NM104"):
                 self.message("warning", d, None, "; not carried (NeMo 1.0 ignored it too)")
