@@ -1,6 +1,10 @@
 """Fixit-style: every rule's and every setting's VALID/INVALID examples in rules/ are run automatically."""
 from __future__ import annotations
 
+import hashlib
+import tempfile
+from pathlib import Path
+
 import pytest
 
 from migrator.cli.options import resolve_source, resolve_target
@@ -9,11 +13,22 @@ from migrator.engine.runner import LintOptions, check_text
 from migrator.engine.table import Example, load_table
 
 TABLE = load_table()
+CONFIGS = Path(tempfile.mkdtemp(prefix="nm-example-configs-"))
+
+
+def _config_file(text: str | None) -> Path | None:
+    """A python example's `config` (the NeMo 1.0 YAML of `lint --config`) as a file."""
+    if text is None:
+        return None
+    path = CONFIGS / f"{hashlib.sha256(text.encode()).hexdigest()[:12]}.yaml"
+    path.write_text(text)
+    return path
 
 
 def _lint(example: Example):
     options = LintOptions(target=resolve_target(example.target), source=resolve_source(
-        f"nemo={example.source_release}" if example.source_release else None))
+        f"nemo={example.source_release}" if example.source_release else None),
+        config_path=_config_file(example.config))
     filename = "example.py" if example.lang == "python" else "example.yaml"
     diagnostics, _ = check_text(example.source, filename, TABLE, options)
     return diagnostics
@@ -75,3 +90,13 @@ def test_every_rule_has_an_implementation_that_fires():
     fired = {d.code for rule in TABLE.lint_rules for ex in rule.invalid for d in _lint(ex)}
     yaml_rules = {r.code for r in TABLE.lint_rules if "yaml" in r.languages}
     assert yaml_rules <= fired
+
+
+@pytest.mark.parametrize("language", ["yaml", "python"])
+def test_every_language_a_rule_claims_has_an_example_that_fires(language):
+    """A rule listing `python` in its languages has python INVALID examples that report it, and vice versa."""
+    for rule in TABLE.lint_rules:
+        examples = [ex for ex in rule.invalid if ex.lang == language]
+        assert bool(examples) == (language in rule.languages), f"{rule.code}: {language} examples vs languages"
+        for example in examples:
+            assert rule.code in {d.code for d in _lint(example)}, f"{rule.code}: {example.source!r}"

@@ -34,9 +34,13 @@ from migrator.output import RENDERERS
 @click.option("--force-exclude", is_flag=True,
               help="Apply the project configuration's exclude to paths named on the command line too (pre-commit).")
 @click.option("--isolated", is_flag=True, help="Ignore nemo-migrator.toml and [tool.nemo-migrator] in pyproject.toml.")
+@click.option("--config", "config_path", metavar="OLD.yaml", help="Python files: also report MegatronStrategy keywords "
+              "that disagree with this NeMo 1.0 YAML (NM120).")
 def lint(paths, target_spec, source_spec, select, ignore, output_format, fail_on, fix, unsafe_fixes, diff,
-         exit_zero, exit_non_zero_on_fix, diff_base, changed_lines_from, project_root, force_exclude, isolated):
-    """Lint NeMo 1.0 YAML configs (files or folders, *.yaml/*.yml) for checkpoint settings.
+         exit_zero, exit_non_zero_on_fix, diff_base, changed_lines_from, project_root, force_exclude, isolated,
+         config_path):
+    """Lint NeMo 1.0 YAML configs and NeMo 2.0 Python code (files or folders, *.yaml/*.yml/*.py) for checkpoint
+    settings.
 
     Exit codes: 0 no finding at or above --fail-on, 1 findings (or, with --diff, a change), 2 usage error or
     unreadable input.
@@ -64,7 +68,12 @@ def lint(paths, target_spec, source_spec, select, ignore, output_format, fail_on
             target=resolve_target(proj.override(project.target, target_spec)),
             source=resolve_source(proj.override(project.source, source_spec)),
             selection=proj.selection(project, select, ignore),
-            per_file_ignores=project.per_file_ignores, pairs=project.pairs, root=project.root)
+            per_file_ignores=project.per_file_ignores, pairs=project.pairs, root=project.root,
+            config_path=Path(config_path) if config_path else None)
+        if config_path:
+            from migrator.migrate.mapping import load_mapping
+
+            load_mapping(config_path, table, options.target, options.source)  # a bad --config is a usage error
         fail_on = fail_on or project.fail_on or "warning"
         changed_rows = proj.changed_rows(diff_base, changed_lines_from, fixing=fix or unsafe_fixes or diff)
     except MigratorError as exc:

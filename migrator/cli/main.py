@@ -14,6 +14,8 @@ SUBCOMMANDS: dict[str, str] = {
     "schema": "migrator.cli.schema_cmd:schema",
     "convert": "migrator.cli.convert_cmd:convert",
     "verify": "migrator.cli.convert_cmd:verify",
+    "config": "migrator.cli.config_cmd:config",
+    "patch": "migrator.cli.config_cmd:patch",
 }
 
 

@@ -122,6 +122,7 @@ class Example(Record):
     lang: Language = "yaml"
     fixed: str | None = None
     message_contains: str | None = None
+    config: str | None = None  # python examples: the NeMo 1.0 YAML the code was migrated from (`lint --config`)
 
 
 @dataclass(eq=False)
@@ -170,6 +171,7 @@ class Argument(Record):
     allowed: list[Scalar] | None = None
     minimum: int | None = None
     enum_class: str | None = None
+    other_types: list[Literal["bool", "int", "str"]] = field(default_factory=list)  # also accepted as they are
 
 
 @dataclass(eq=False)
@@ -211,6 +213,7 @@ class StrategyTable(Record):
     schema_version: int
     class_names: list[str]
     arguments: list[Argument]
+    config_wrappers: list[str] = field(default_factory=list)  # callables that configure a class: run.Config(cls, ...)
     removed_arguments: list[RemovedArgument] = field(default_factory=list)
     wrong_names: list[WrongName] = field(default_factory=list)
     conflicts: list[Conflict] = field(default_factory=list)

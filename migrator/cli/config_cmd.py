@@ -1,0 +1,278 @@
+"""`nemo-migrate config OLD.yaml` (= `migrate-config OLD.yaml`) and `nemo-migrate patch --config OLD.yaml PATHS`.
+
+    migrate-config OLD.yaml [--emit-python] [-o FILE] [--output-format python|json] [--strip [--no-backup]]
+    migrate-config OLD.yaml --patch PATHS... [--diff | --check] [--strip]
+    nemo-migrate patch --config OLD.yaml PATHS... [--diff | --check]
+
+Exit codes: 0 code produced / files patched (warnings on stderr and, for emit, as comments in the code); 1 the tool
+refuses (an error such as zarr for a megatron-core that cannot read it, without --force) or, with --check or
+--diff, a file would change; 2 bad input (unreadable or non-NeMo YAML, a missing path, a Python file that does not
+parse).
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from migrator.cli.options import resolve_source, resolve_target, target_options
+from migrator.errors import MigratorError
+
+
+def _prog() -> str:
+    ctx = click.get_current_context(silent=True)
+    return ctx.find_root().info_name if ctx is not None and ctx.find_root().info_name else "nemo-migrate"
+
+
+def _say(kind: str, text: str) -> None:
+    click.echo(f"{_prog()}: {kind}: {text}", err=True)
+
+
+def _usage(text: str) -> None:
+    _say("error", text)
+    raise SystemExit(2)
+
+
+def _diff(before: str, after: str, name: str) -> str:
+    side = (lambda s: name) if Path(name).is_absolute() else (lambda s: f"{s}/{name}")
+    return "".join(difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True),
+                                        fromfile=side("a"), tofile=side("b")))
+
+
+def _load(config_path: str, target_spec: str | None, source_spec: str | None, force: bool):
+    from migrator.engine.table import load_table
+    from migrator.migrate.mapping import load_mapping
+
+    try:
+        table = load_table()
+        mapping = load_mapping(config_path, table, resolve_target(target_spec), resolve_source(source_spec),
+                               force=force)
+    except MigratorError as exc:
+        _usage(str(exc))
+    for message in mapping.messages:
+        if message.severity == "info":
+            continue
+        where = f"{mapping.filename}:{message.location.row}:{message.location.column}" if message.location \
+            else mapping.filename
+        code = f"{message.code} " if message.code else ""
+        _say(message.severity, f"{where}: {code}{message.text}")
+    return table, mapping
+
+
+# ================================================================================================ patch
+@dataclass
+class PatchOutcome:
+    changed: int = 0
+    unchanged: int = 0
+    blocked: int = 0
+    errors: int = 0
+
+
+def run_patch(paths: tuple[str, ...], mapping, table, *, diff: bool, check: bool) -> PatchOutcome:
+    from migrator.engine.runner import discover
+    from migrator.migrate.files import decode_for_display, write_bytes_atomically
+    from migrator.python.patch import patch_bytes
+
+    outcome = PatchOutcome()
+    for path, error in discover(paths, (".py",)):
+        if error:
+            _say("error", error)
+            outcome.errors += 1
+            continue
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            _say("error", f"{path}: cannot read: {exc.strerror}")
+            outcome.errors += 1
+            continue
+        if b"MegatronStrategy" not in data:
+            outcome.unchanged += 1
+            continue
+        try:
+            result = patch_bytes(data, path, mapping, table)
+        except MigratorError as exc:
+            _say("error", f"{exc}; file left untouched")
+            outcome.errors += 1
+            continue
+        for plan in result.blocked:
+            outcome.blocked += 1
+            _say("warning", f"{path}:{plan.row}:{plan.column}: {plan.call.label} not edited: {plan.blocked}; "
+                 f"the config wants {plan.wanted}")
+        if not result.changed:
+            outcome.unchanged += 1
+            continue
+        outcome.changed += 1
+        keywords = sum(len(p.changes) for p in result.edited)
+        calls = len(result.edited)
+        summary = f"{calls} call{'s' * (calls != 1)}, {keywords} keyword{'s' * (keywords != 1)}"
+        if diff:
+            sys.stdout.write(_diff(decode_for_display(result.original), decode_for_display(result.patched), path))
+        elif check:
+            click.echo(f"would patch {path} ({summary})", err=True)
+        else:
+            try:
+                write_bytes_atomically(Path(path), result.patched)
+            except (OSError, MigratorError) as exc:
+                _say("error", f"{path}: cannot write: {getattr(exc, 'strerror', None) or exc}")
+                outcome.errors += 1
+                continue
+            click.echo(f"patched {path} ({summary})", err=True)
+    verb = "would be patched" if (diff or check) else "patched"
+    click.echo(f"{outcome.changed} file{'s' * (outcome.changed != 1)} {verb}, {outcome.unchanged} unchanged"
+               + (f", {outcome.blocked} call{'s' * (outcome.blocked != 1)} not edited" if outcome.blocked else "")
+               + (f", {outcome.errors} error{'s' * (outcome.errors != 1)}" if outcome.errors else ""), err=True)
+    return outcome
+
+
+def _strip(mapping, *, diff: bool, check: bool, no_backup: bool) -> bool:
+    """Strip the migrated keys; returns whether the YAML (would have) changed."""
+    from migrator.migrate.files import backup, write_bytes_atomically
+    from migrator.migrate.strip import strip_text
+
+    try:
+        result = strip_text(mapping)
+    except MigratorError as exc:
+        _usage(str(exc))
+    for path, why in result.kept:
+        _say("warning", f"{mapping.filename}: --strip keeps {path}: {why}")
+    if not result.removed:
+        click.echo(f"{mapping.filename}: nothing to strip", err=True)
+        return False
+    if diff:
+        sys.stdout.write(_diff(mapping.document.text, result.text, mapping.filename))
+    elif check:
+        click.echo(f"would strip {len(result.removed)} keys from {mapping.filename}", err=True)
+    else:
+        path = Path(mapping.filename)
+        note = ""
+        try:
+            if not no_backup:
+                saved, fresh = backup(path)
+                note = f" (backup: {saved})" if fresh else f" (kept the existing backup {saved})"
+            write_bytes_atomically(path, result.text.encode("utf-8"))
+        except (OSError, MigratorError) as exc:
+            _usage(f"{path}: cannot write: {getattr(exc, 'strerror', None) or exc}")
+        click.echo(f"stripped {len(result.removed)} keys from {mapping.filename}: {', '.join(result.removed)}{note}",
+                   err=True)
+    return True
+
+
+# ================================================================================================ commands
+def _common(func):
+    func = click.option("--check", is_flag=True, help="With --patch/--strip: write nothing; exit 1 if a file would "
+                        "change (calls that cannot be edited are reported on stderr and do not fail it).")(func)
+    func = click.option("--diff", is_flag=True, help="With --patch/--strip: print a unified diff and write nothing; "
+                        "exit 1 if there is one.")(func)
+    func = click.option("--force", is_flag=True, help="Produce code where the tool would refuse (zarr on "
+                        "megatron-core >= 0.16, an invalid or duplicated value); the reason stays in the output.")(func)
+    return target_options(func)
+
+
+@click.command("config")
+@click.argument("config_path", metavar="OLD.yaml")
+@click.argument("paths", nargs=-1, metavar="[PATHS]...")
+@click.option("--emit-python", is_flag=True, help="Print the NeMo 2.0 MegatronStrategy snippet (the default).")
+@click.option("--patch", "patch_mode", is_flag=True,
+              help="Patch the MegatronStrategy(...) calls in PATHS (files or folders) in place.")
+@click.option("--strip", is_flag=True, help="Remove the migrated keys from OLD.yaml (whole lines; keeps OLD.yaml.bak).")
+@click.option("--no-backup", is_flag=True, help="With --strip: keep no OLD.yaml.bak.")
+@click.option("-o", "--output", "output_path", metavar="FILE", help="Write the snippet (or JSON) to FILE.")
+@click.option("--output-format", type=click.Choice(["python", "json"]), default="python", show_default=True,
+              help="json: the mapped keyword arguments, omitted settings and messages, for other tools.")
+@_common
+def config(config_path, paths, emit_python, patch_mode, strip, no_backup, output_path, output_format, target_spec,
+           source_spec, force, diff, check):
+    """Migrate the checkpoint settings of a NeMo 1.0 YAML config to NeMo 2.0's MegatronStrategy.
+
+    Exit codes: 0 code produced or files patched, 1 refused (e.g. zarr for megatron-core >= 0.16 without --force)
+    or, with --check or --diff, a file would change, 2 bad input.
+    """
+    if paths and not patch_mode:
+        _usage(f"unexpected arguments {' '.join(paths)} (files to patch need --patch)")
+    if patch_mode and not paths:
+        _usage("--patch needs the Python files (or folders) to patch")
+    if patch_mode and (emit_python or output_path or output_format == "json"):
+        _usage("--patch cannot be combined with --emit-python, -o or --output-format json")
+    if (diff or check) and not (patch_mode or strip):
+        _usage("--diff and --check apply to --patch and --strip")
+    if diff and check:
+        _usage("--diff and --check cannot be combined")
+    table, mapping = _load(config_path, target_spec, source_spec, force)
+
+    if mapping.refused:
+        if output_format == "json" and not patch_mode:
+            _write_output(json.dumps(mapping.as_json(), indent=2, ensure_ascii=False) + "\n", output_path)
+        _say("error", f"{mapping.filename}: refusing to migrate ({len(mapping.errors)} error"
+             f"{'s' * (len(mapping.errors) != 1)} above); nothing written")
+        raise SystemExit(1)
+
+    status = 0
+    if patch_mode:
+        outcome = run_patch(paths, mapping, table, diff=diff, check=check)
+        if outcome.errors:
+            status = 2
+        elif (check or diff) and outcome.changed:
+            status = 1
+        if strip and (outcome.errors or outcome.blocked):
+            _say("warning", f"not stripping {mapping.filename}: some calls were not patched (see above)")
+            strip = False
+    else:
+        from migrator.python.emit import emit
+
+        try:
+            text = (json.dumps(mapping.as_json(), indent=2, ensure_ascii=False) + "\n" if output_format == "json"
+                    else emit(mapping))
+        except MigratorError as exc:  # pragma: no cover - emit re-checks what it built
+            _usage(str(exc))
+        _write_output(text, output_path)
+    if strip:
+        changed = _strip(mapping, diff=diff, check=check, no_backup=no_backup)
+        if (check or diff) and changed and status == 0:
+            status = 1
+    raise SystemExit(status)
+
+
+def _write_output(text: str, output_path: str | None) -> None:
+    if output_path is None or output_path == "-":
+        sys.stdout.write(text)
+        return
+    from migrator.migrate.files import write_bytes_atomically
+
+    path = Path(output_path)
+    try:
+        if path.exists() and not path.is_file() and not path.is_dir():  # /dev/stdout, a named pipe: write into it
+            with open(path, "w", encoding="utf-8", newline="") as handle:
+                handle.write(text)
+            return
+        write_bytes_atomically(path, text.encode("utf-8"))
+    except OSError as exc:
+        _usage(f"{output_path}: cannot write: {exc.strerror or exc}")
+    except MigratorError as exc:
+        _usage(str(exc))
+    click.echo(f"wrote {output_path}", err=True)
+
+
+@click.command("patch")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--config", "config_path", required=True, metavar="OLD.yaml",
+              help="The NeMo 1.0 YAML config the code is migrated from.")
+@_common
+def patch(paths, config_path, target_spec, source_spec, force, diff, check):
+    """Add or update the checkpoint keywords of every MegatronStrategy(...) call (and run.Config of it) in PATHS to
+    what `migrate-config OLD.yaml --emit-python` writes.
+
+    Exit codes: 0 done, 1 refused or (with --check) a file would change, 2 bad input.
+    """
+    if diff and check:
+        _usage("--diff and --check cannot be combined")
+    table, mapping = _load(config_path, target_spec, source_spec, force)
+    if mapping.refused:
+        _say("error", f"{mapping.filename}: refusing to migrate ({len(mapping.errors)} error"
+             f"{'s' * (len(mapping.errors) != 1)} above); nothing written")
+        raise SystemExit(1)
+    outcome = run_patch(paths, mapping, table, diff=diff, check=check)
+    raise SystemExit(2 if outcome.errors else 1 if (check or diff) and outcome.changed else 0)

@@ -1,0 +1,330 @@
+"""NeMo 1.0 YAML -> NeMo 2.0 `MegatronStrategy(...)` keyword arguments: the one source of truth.
+
+`--emit-python`, `--patch`, `migrate-config --output-format json` and the Python consistency rule (NM120) all read
+the `Mapping` built here. It judges nothing itself where the YAML lint already does: it runs the YAML rules
+(`migrator.yaml.checks`) on the file and decides, per finding, whether the setting is carried, carried with a
+comment, left out with a comment, or refused (an error such as zarr for a megatron-core that cannot read it).
+
+What it adds to the lint:
+- a setting the YAML leaves out is written explicitly when NeMo 1.0's default (for the source release) differs
+  from NeMo 2.0's (parallel load/save, async save; zarr for a config from before NeMo 2.0.0);
+- the argument order (the table's order, stable whatever the YAML order) and a short reason per argument.
+
+This module does not import libcst: the JSON output and `lint --config` need no syntax tree.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from migrator.engine.diagnostics import Diagnostic, Location
+from migrator.engine.table import Setting, Table
+from migrator.errors import MigratorError
+from migrator.versions import Source, Target, Version
+from migrator.yaml import checks
+from migrator.yaml.document import Document, Node, parse
+
+Scalar = Any  # bool | int | str | None
+
+# How each YAML finding bears on the migration (codes not listed do not: NM111's point is made by writing the
+# value explicitly, NM113 is about YAML spelling only).
+REFUSE = frozenset({"NM101", "NM102", "NM105", "NM106"})  # the value cannot be carried faithfully
+WARN = frozenset({"NM103", "NM104", "NM107", "NM109", "NM112", "NM116"})
+NOTE = frozenset({"NM110", "NM114"})
+
+MessageSeverity = Literal["error", "warning", "info"]
+
+
+@dataclass
+class Message:
+    """Something the user must know about the migration: printed as a comment in the code (and, for warnings and
+    errors, on stderr). `code` is the YAML rule that said it, when one did."""
+
+    severity: MessageSeverity
+    text: str
+    code: str | None = None
+    location: Location | None = None
+    setting: str | None = None
+
+
+@dataclass
+class MappedArgument:
+    """One keyword argument of `MegatronStrategy(...)`."""
+
+    name: str
+    value: Scalar
+    setting: str  # the NeMo 1.0 key it comes from
+    origin: Literal["yaml", "nemo1-default"]
+    comment: str | None = None  # a short reason, written after the argument
+    key: Node | None = None  # positions in the YAML (origin "yaml")
+    value_node: Node | None = None
+    parent: Node | None = None  # the YAML mapping holding the key
+    yaml_path: str = ""
+
+
+@dataclass
+class Omitted:
+    """A setting of the YAML that is not carried, and why."""
+
+    setting: str
+    argument: str
+    value: Scalar
+    reason: str
+    key: Node | None = None
+
+
+@dataclass
+class Mapping:
+    filename: str
+    target: Target
+    source: Source
+    force: bool
+    document: Document
+    config: checks.Config
+    arguments: list[MappedArgument] = field(default_factory=list)
+    omitted: list[Omitted] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    findings: list[Diagnostic] = field(default_factory=list)  # every YAML lint finding on the file
+
+    @property
+    def errors(self) -> list[Message]:
+        return [m for m in self.messages if m.severity == "error"]
+
+    @property
+    def refused(self) -> bool:
+        """True when the tool must not produce code (an error, and no --force)."""
+        return bool(self.errors)
+
+    def argument(self, name: str) -> MappedArgument | None:
+        return next((a for a in self.arguments if a.name == name), None)
+
+    def as_json(self) -> dict[str, Any]:
+        def loc(node: Node | None) -> dict[str, int] | None:
+            return {"row": node.start.row, "column": node.start.column} if node is not None else None
+
+        return {
+            "config": self.filename,
+            "kind": self.config.kind,
+            "target": {"nemo": str(self.target.nemo), "megatron-core": str(self.target.megatron_core)},
+            "source": {"nemo": str(self.source.nemo)} if self.source.nemo else None,
+            "class": "nemo.lightning.MegatronStrategy",
+            "refused": self.refused,
+            "arguments": [
+                {"name": a.name, "value": a.value, "setting": a.yaml_path, "origin": a.origin, "comment": a.comment,
+                 "location": loc(a.key)}
+                for a in self.arguments
+            ],
+            "omitted": [
+                {"setting": o.setting, "argument": o.argument, "value": o.value, "reason": o.reason,
+                 "location": loc(o.key)}
+                for o in self.omitted
+            ],
+            "messages": [
+                {"severity": m.severity, "code": m.code, "message": m.text, "setting": m.setting,
+                 "location": {"row": m.location.row, "column": m.location.column} if m.location else None}
+                for m in self.messages
+            ],
+        }
+
+
+def py(value: Scalar) -> str:
+    """A value as emitted in Python (strings in double quotes, like the emitted code)."""
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)
+
+
+# ================================================================================================= entry points
+def load_mapping(path: str | Path, table: Table, target: Target, source: Source, *, force: bool = False) -> Mapping:
+    """Read and map a NeMo 1.0 YAML file; MigratorError (exit 2) for a file that is not one."""
+    from migrator.engine.runner import read_text
+
+    display = str(path)
+    text = read_text(Path(path), display)
+    return map_text(text, display, table, target, source, force=force)
+
+
+def map_text(text: str, filename: str, table: Table, target: Target, source: Source, *,
+             force: bool = False) -> Mapping:
+    document = parse(text, filename)
+    configs = [c for c in (checks.classify(root) for root in document.roots) if c is not None]
+    if not configs:
+        raise MigratorError(f"{filename}: not a NeMo 1.0 config (no `model:` mapping, trainer/exp_manager or "
+                            "model fields)")
+    if len(configs) > 1:
+        raise MigratorError(f"{filename}: holds {len(configs)} NeMo configs (YAML documents); migrate one at a time")
+    config = configs[0]
+    if config.kind == "training" and config.model is None:
+        raise MigratorError(f"{filename}: a training config without a `model:` mapping has no checkpoint settings "
+                            "to migrate")
+    findings = checks.check_document(document, table, target, source)
+    mapping = Mapping(filename, target, source, force, document, config, findings=findings)
+    _Mapper(mapping, table).run()
+    return mapping
+
+
+# ================================================================================================= the mapping
+class _Mapper:
+    def __init__(self, mapping: Mapping, table: Table):
+        self.m = mapping
+        self.table = table
+        self.ctx = checks.Context(mapping.document, mapping.config, table, mapping.target, mapping.source)
+        self.legacy = checks._legacy_model(self.ctx)
+        self.handled: set[Location] = set()  # where the findings about carried settings start
+
+    def run(self) -> None:
+        for setting in self.table.settings.settings:
+            pair = checks._setting_pair(self.ctx, setting)
+            if pair is None:
+                self.absent(setting)
+            else:
+                self.present(setting, *pair)
+        self.file_messages()
+        self.m.messages.sort(key=lambda msg: ({"error": 0, "warning": 1, "info": 2}[msg.severity],
+                                             msg.location or Location(0, 0)))
+
+    # --------------------------------------------------------------------------------------------- helpers
+    def findings_on(self, key: Node, value: Node) -> dict[str, Diagnostic]:
+        spans = {key.start, value.start}
+        return {d.code: d for d in self.m.findings if d.location in spans}
+
+    def message(self, severity: MessageSeverity, d: Diagnostic, setting: str | None, extra: str = "") -> None:
+        self.m.messages.append(Message(severity, d.message + extra, d.code, d.location, setting))
+
+    def path(self, setting: Setting) -> str:
+        if setting.in_model and self.m.config.kind == "model":
+            return setting.key
+        return setting.path
+
+    def add(self, setting: Setting, value: Scalar, origin: str, comment: str | None,
+            key: Node | None = None, value_node: Node | None = None) -> None:
+        self.m.arguments.append(MappedArgument(
+            name=setting.target.argument, value=value, setting=setting.key, origin=origin, comment=comment,
+            key=key, value_node=value_node, yaml_path=self.path(setting),
+            parent=self.parent(setting) if key is not None else None))
+
+    def parent(self, setting: Setting) -> Node | None:
+        if setting.in_model:
+            return self.m.config.model
+        return self.ctx.lookup(".".join(setting.path.split(".")[:-1]))
+
+    def omit(self, setting: Setting, value: Scalar, reason: str, key: Node | None) -> None:
+        self.m.omitted.append(Omitted(setting.key, setting.target.argument, value, reason, key))
+
+    def available(self, setting: Setting) -> bool:
+        return self.m.target.nemo >= Version.parse(self.table.argument_by_name[setting.target.argument].since)
+
+    # --------------------------------------------------------------------------------------------- a key the YAML sets
+    def present(self, setting: Setting, key: Node, value: Node) -> None:
+        self.handled.update((key.start, value.start))
+        found = self.findings_on(key, value)
+        arg = setting.target.argument
+        where = f" [line {key.start.row}]"
+        if "NM112" in found:  # an interpolation: only Hydra knows the value
+            self.message("warning", found["NM112"], setting.key, f"; set {arg}=... by hand")
+            self.omit(setting, value.raw, "an OmegaConf interpolation, resolved only by Hydra", key)
+            return
+        refusing = [found[c] for c in sorted(REFUSE & set(found))]
+        for d in refusing:
+            if self.m.force:
+                self.message("warning", d, setting.key, " (carried anyway: --force)" if d.code in ("NM105", "NM106")
+                             else " (left out: --force)")
+            else:
+                self.message("error", d, setting.key, self.refusal_hint(setting, d))
+        if any(d.code in ("NM101", "NM102") for d in refusing):
+            self.omit(setting, value.raw, "a value NeMo does not accept", key)
+            return
+        if refusing and not self.m.force:
+            self.omit(setting, value.value, "refused (see the error)", key)
+            return
+        for code in sorted(WARN & set(found)):
+            self.message("warning", found[code], setting.key)
+        for code in sorted(NOTE & set(found)):
+            self.message("info", found[code], setting.key)
+        if not self.available(setting):
+            since = self.table.argument_by_name[arg].since
+            self.omit(setting, value.value, f"MegatronStrategy has no {arg} before NeMo {since} "
+                      f"(target nemo={self.m.target.nemo})", key)
+            return
+        self.add(setting, value.value, "yaml", self.comment(setting, value.value, found, explicit=True),
+                 key, value)
+
+    def refusal_hint(self, setting: Setting, d: Diagnostic) -> str:
+        if d.code == "NM106":
+            return (f"; change {setting.key} in the YAML (the fix: `nemo-migrate lint --unsafe-fixes --fix`), or pass "
+                    f"--force to carry the value anyway")
+        if d.code == "NM105":
+            return "; delete the copy you do not mean, or pass --force to carry the last one"
+        return f"; correct it, or pass --force to leave {setting.key} out"
+
+    def comment(self, setting: Setting, value: Scalar, found: dict[str, Diagnostic], *, explicit: bool) -> str | None:
+        arg = self.table.argument_by_name[setting.target.argument]
+        parts: list[str] = []
+        if not setting.read_by_nemo1:
+            parts.append(f"NeMo 1.0 ignored this key (always {py(setting.nemo1_default[-1].value)}); NeMo 2.0 "
+                         "applies it")
+        if setting.key == "dist_ckpt_parallel_dist_opt":
+            parts.append(f"same value as {setting.key} (NeMo's migration page inverts it)")
+        elif setting.key == "dist_ckpt_load_on_device" and "NM110" in found:
+            parts.append("only affects zarr checkpoints")
+        old = self.ctx.default_for_source(setting)
+        if explicit and old is not checks.UNKNOWN and old != arg.default and value == old:
+            parts.append(f"NeMo 2.0 defaults to {py(arg.default)}")
+        lifecycle = setting.values.get(str(value)) if isinstance(value, str) else None
+        if lifecycle is not None:
+            for stage, label in ((lifecycle.removed, "removed"), (lifecycle.deprecated, "deprecated")):
+                if stage is not None and checks._reached(self.m.target, stage.nemo, stage.megatron_core):
+                    parts.append(f"{label} in megatron-core {stage.megatron_core}"
+                                 + (" (--force)" if label == "removed" else ""))
+                    break
+        return "; ".join(parts) or None
+
+    # --------------------------------------------------------------------------------------------- a key it leaves out
+    def absent(self, setting: Setting) -> None:
+        if self.legacy is not None:
+            return  # legacy (non-distributed) checkpoints: NeMo 1.0 never used these settings
+        if not setting.in_model and self.m.config.kind != "training":
+            return  # async_save lives in exp_manager, which a model config does not hold
+        old = self.ctx.default_for_source(setting)
+        arg = self.table.argument_by_name[setting.target.argument]
+        if old is checks.UNKNOWN or old == arg.default or not self.available(setting):
+            return
+        comment = f"NeMo 1.0 default (not set in the YAML); NeMo 2.0 defaults to {py(arg.default)}"
+        lifecycle = setting.values.get(str(old)) if isinstance(old, str) else None
+        if lifecycle is not None:
+            for stage, severity in ((lifecycle.removed, "error"), (lifecycle.deprecated, "warning")):
+                if stage is None or not checks._reached(self.m.target, stage.nemo, stage.megatron_core):
+                    continue
+                text = (f"{setting.key} is not set, and NeMo 1.0 defaulted it to {old} for a config from NeMo "
+                        f"{self.m.source.nemo}: {stage.message} (target {self.m.target.describe()})")
+                if lifecycle.convert_hint:
+                    text += f"; {lifecycle.convert_hint}"
+                if severity == "error" and not self.m.force:
+                    text += (f"; set {setting.key}: {lifecycle.replacement} in the YAML if new checkpoints may use it, "
+                             "or pass --force to carry the old default")
+                    self.m.messages.append(Message("error", text, "NM106", None, setting.key))
+                    self.omit(setting, old, "refused (see the error)", None)
+                    return
+                self.m.messages.append(Message("warning", text + (" (carried anyway: --force)"
+                                                                  if severity == "error" else ""),
+                                               "NM106" if severity == "error" else "NM107", None, setting.key))
+                comment += f"; {'removed' if severity == 'error' else 'deprecated'} in megatron-core " \
+                           f"{stage.megatron_core}"
+                break
+        self.add(setting, old, "nemo1-default", comment)
+
+    # --------------------------------------------------------------------------------------------- file-level findings
+    def file_messages(self) -> None:
+        """Findings not tied to a setting the mapping carries: unknown and misplaced keys (NeMo 1.0 ignored them, so
+        they are not carried), legacy checkpoints, duplicates elsewhere."""
+        seen = {(m.code, m.location) for m in self.m.messages}
+        for d in self.m.findings:
+            if (d.code, d.location) in seen or d.location in self.handled:
+                continue
+            if d.code in ("NM103", "NM104"):
+                self.message("warning", d, None, "; not carried (NeMo 1.0 ignored it too)")
+            elif d.code == "NM116":
+                self.message("warning", d, None)
+            elif d.code == "NM105":
+                self.message("warning", d, None)  # a duplicate outside the checkpoint settings

@@ -1,0 +1,168 @@
+"""`nemo-migrate lint train.py`: the Python rules through the same engine, output, suppression, selection, fixes and
+exit codes as the YAML lint (the per-rule VALID/INVALID cases live in rules/lint/*.yaml)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from migrator.cli.options import resolve_target
+from migrator.engine.runner import LintOptions, check_text
+from migrator.engine.table import load_table
+from migrator.errors import MigratorError
+from tests.conftest import PROJECT_FIXTURES, ROOT, run_cli
+
+TABLE = load_table()
+HEAD = "from nemo import lightning as nl\n"
+PY = PROJECT_FIXTURES / "python"
+
+
+def lint(text: str, **options):
+    diagnostics, _ = check_text(text, "train.py", TABLE, LintOptions(target=resolve_target(options.get("target")),
+                                                                     config_path=options.get("config")))
+    return diagnostics
+
+
+def codes(text: str, **options) -> list[tuple[str, int]]:
+    return [(d.code, d.location.row) for d in lint(text, **options)]
+
+
+def test_syntax_errors_are_one_line_with_a_position():
+    with pytest.raises(MigratorError, match=r"^train.py:2:\d+: Python syntax error"):
+        lint(HEAD + "s = nl.MegatronStrategy(\n")
+    with pytest.raises(MigratorError, match=r"^train.py:1:\d+: Python syntax error"):
+        lint("def f(:\n")  # no MegatronStrategy: checked with ast, no LibCST
+
+
+def test_a_file_without_the_class_has_nothing_to_check():
+    assert lint("import os\nprint(os.getcwd())\n") == []
+
+
+def test_noqa_and_ignore_comments_suppress():
+    text = HEAD + ("s = nl.MegatronStrategy(\n    ckpt_include_optimizer=True,  # noqa: NM108\n"
+                   "    # nemo-migrate: ignore[unknown-setting]\n    ckpt_load_on_device=True,\n"
+                   "    save_ckpt_format='zarr',  # noqa\n)\n")
+    assert lint(text) == []
+
+
+def test_bom_shifts_columns_on_the_first_line_only():
+    text = "\ufeff" + "import nemo.lightning as nl; s = nl.MegatronStrategy(ckpt_include_optimizer=True)\n"
+    (finding,) = lint(text)
+    assert text.index("ckpt_include_optimizer") + 1 == finding.location.column
+
+
+def test_the_removed_argument_fix_keeps_the_layout():
+    from migrator.engine.fixes import apply_edits
+
+    text = HEAD + "s = nl.MegatronStrategy(\r\n    ckpt_include_optimizer=False,  # inference\r\n)\r\n"
+    (finding,) = lint(text)
+    assert finding.fix.applicability == "unsafe"
+    assert apply_edits(text, finding.fix.edits) == HEAD + (
+        "s = nl.MegatronStrategy(\r\n    ckpt_save_optimizer=False,\r\n"
+        "    ckpt_load_optimizer=False,  # inference\r\n)\r\n")
+
+
+def test_conflicting_arguments_are_not_judged_through_kwargs_or_variables():
+    assert codes(HEAD + "s = nl.MegatronStrategy(ckpt_load_main_params=True, ckpt_load_optimizer=flag)\n") == []
+    assert codes(HEAD + "s = nl.MegatronStrategy(ckpt_load_main_params=True)\n") == [("NM115", 2)]
+
+
+def test_nm109_is_an_error_in_python():
+    (finding,) = lint(HEAD + "s = nl.MegatronStrategy(ckpt_load_strictness='log_all')\n", target="nemo=2.0")
+    assert finding.code == "NM109" and finding.severity == "error"  # the rule's YAML severity is warning
+
+
+def test_config_mismatch_uses_the_same_plan_as_patch():
+    config = PY / "old_config.yaml"
+    found = lint((PY / "docs_migration_page.py").read_text(), config=config)
+    assert sorted(d.code for d in found) == ["NM103", "NM120", "NM120", "NM120"]
+    messages = " | ".join(d.message for d in found if d.code == "NM120")
+    assert "ckpt_parallel_save_optim=False disagrees with model.dist_ckpt_parallel_dist_opt: True" in messages
+    assert "inverted" in messages and "ckpt_async_save=False" in messages
+    # the patched file agrees with the config: nothing left to report but the NM114 note
+    patched = (PY / "expected" / "docs_migration_page.py").read_text()
+    assert [d.code for d in lint(patched, config=config)] == ["NM114"]
+
+
+@pytest.fixture
+def files(tmp_path: Path):
+    def write(name: str, text: str | bytes) -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        (path.write_bytes if isinstance(text, bytes) else path.write_text)(text)
+        return path
+    return write
+
+
+def test_cli_text_json_exit_codes_and_selection(files):
+    path = files("train.py", HEAD + "s = nl.MegatronStrategy(ckpt_include_optimizer=True, ckpt_load_on_device=True)\n")
+    proc = run_cli("lint", str(path))
+    assert proc.returncode == 1
+    assert f"{path}:2:25: NM108 [*] error: ckpt_include_optimizer was removed" in proc.stdout
+    assert f"{path}:2:54: NM103 error: ckpt_load_on_device" in proc.stdout
+    findings = json.loads(run_cli("lint", "--output-format", "json", str(path)).stdout)
+    assert [(f["code"], f["fix"]["applicability"]) for f in findings] == [("NM108", "safe"), ("NM103", "unsafe")]
+    assert run_cli("lint", "--ignore", "NM1", str(path)).returncode == 0
+    assert run_cli("lint", "--select", "removed-argument", "--fail-on", "error", str(path)).returncode == 1
+    clean = files("clean.py", HEAD + "s = nl.MegatronStrategy(ckpt_async_save=False)\n")
+    assert run_cli("lint", str(clean)).returncode == 0
+
+
+def test_cli_fix_unsafe_fixes_and_diff_on_python(files):
+    text = HEAD + "s = nl.MegatronStrategy(\n    ckpt_include_optimizer=True,\n    ckpt_load_on_device=True,\n)\n"
+    path = files("train.py", text)
+    proc = run_cli("lint", "--diff", str(path))
+    assert proc.returncode == 1 and "+    ckpt_save_optimizer=True,\n+    ckpt_load_optimizer=True," in proc.stdout
+    assert path.read_text() == text
+    run_cli("lint", "--fix", str(path))  # the safe fix only
+    assert "ckpt_load_on_device=True" in path.read_text() and "ckpt_include_optimizer" not in path.read_text()
+    proc = run_cli("lint", "--fix", "--unsafe-fixes", str(path))
+    assert proc.returncode == 0, proc.stdout
+    assert path.read_text() == HEAD + ("s = nl.MegatronStrategy(\n    ckpt_save_optimizer=True,\n"
+                                       "    ckpt_load_optimizer=True,\n    ckpt_load_directly_on_device=True,\n)\n")
+
+
+def test_cli_lint_config_reports_and_fixes_the_inversion(files):
+    config = files("old.yaml", "model:\n  dist_ckpt_parallel_dist_opt: True\n  dist_ckpt_parallel_load: True\n"
+                   "  dist_ckpt_parallel_save: True\nexp_manager:\n  checkpoint_callback_params:\n"
+                   "    async_save: True\n")
+    path = files("train.py", HEAD + "s = nl.MegatronStrategy(ckpt_parallel_save_optim=False)\n")
+    proc = run_cli("lint", "--config", str(config), str(path))
+    assert proc.returncode == 1 and "NM120" in proc.stdout and "inverted" in proc.stdout
+    assert run_cli("lint", str(path)).returncode == 0  # without --config there is nothing wrong with it
+    run_cli("lint", "--config", str(config), "--fix", "--unsafe-fixes", str(path))
+    assert path.read_text() == HEAD + "s = nl.MegatronStrategy(ckpt_parallel_save_optim=True)\n"
+    proc = run_cli("lint", "--config", str(config.with_name("missing.yaml")), str(path))
+    assert proc.returncode == 2 and "missing.yaml" in proc.stderr
+
+
+def test_cli_python_syntax_error_is_exit_2_and_other_files_still_linted(files):
+    broken = files("broken.py", HEAD + "s = nl.MegatronStrategy(\n")
+    other = files("other.py", HEAD + "s = nl.MegatronStrategy(ckpt_include_optimizer=True)\n")
+    proc = run_cli("lint", str(broken), str(other))
+    assert proc.returncode == 2 and "broken.py:2:" in proc.stderr and "Python syntax error" in proc.stderr
+    assert f"{other}:2:25: NM108" in proc.stdout
+
+
+def test_directories_lint_python_files_too(files, tmp_path):
+    files("proj/conf/old.yaml", "model:\n  dist_ckpt_format: zarr\n")
+    files("proj/train.py", HEAD + "s = nl.MegatronStrategy(save_ckpt_format='zarr')\n")
+    findings = json.loads(run_cli("lint", "--output-format", "json", str(tmp_path / "proj")).stdout)
+    assert sorted((Path(f["filename"]).name, f["code"]) for f in findings if f["code"] == "NM106") == [
+        ("old.yaml", "NM106"), ("train.py", "NM106")]
+
+
+def test_python_lint_imports_libcst_only_for_python_files(files):
+    py = files("train.py", HEAD + "s = nl.MegatronStrategy(ckpt_include_optimizer=True)\n")
+    code = (
+        "import sys, runpy\n"
+        f"sys.argv = ['nemo-migrate', 'lint', {str(py)!r}]\n"
+        "try:\n    runpy.run_module('migrator', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+        "print('HEAVY', sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'megatron', 'pydantic')))\n"
+        "print('LIBCST', 'libcst' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert "HEAVY []" in proc.stdout and "LIBCST True" in proc.stdout, proc.stdout + proc.stderr
