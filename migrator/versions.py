@@ -40,6 +40,11 @@ class Version:
     def __str__(self) -> str:
         return self.text or f"{self.major}.{self.minor}.{self.patch}"
 
+    def at_most(self, bound: str) -> bool:
+        """`2.5.3` is at most `2.5`: compare only as many components as the bound names."""
+        parts = bound.split(".")
+        return (self.major, self.minor, self.patch)[: len(parts)] <= tuple(int(p) for p in parts)
+
 
 def parse_version_set(spec: str, *, option: str, defaults: dict[str, Version] | None = None) -> dict[str, Version]:
     """Parse `nemo=2.1,megatron-core=0.16` into {"nemo": 2.1, "megatron-core": 0.16}, filling in defaults."""
@@ -66,6 +71,12 @@ class Target:
 
     def describe(self) -> str:
         return f"nemo={self.nemo}, megatron-core={self.megatron_core}"
+
+    def reached(self, *, nemo: str | None = None, megatron_core: str | None = None) -> bool:
+        """True when the target is at or past either named release (e.g. where a value was removed)."""
+        if nemo is not None and self.nemo >= Version.parse(nemo):
+            return True
+        return megatron_core is not None and self.megatron_core >= Version.parse(megatron_core)
 
 
 @dataclass(frozen=True)

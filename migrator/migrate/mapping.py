@@ -170,12 +170,12 @@ class _Mapper:
         self.m = mapping
         self.table = table
         self.ctx = checks.Context(mapping.document, mapping.config, table, mapping.target, mapping.source)
-        self.legacy = checks._legacy_model(self.ctx)
+        self.legacy = self.ctx.legacy_model()
         self.handled: set[Location] = set()  # where the findings about carried settings start
 
     def run(self) -> None:
         for setting in self.table.settings.settings:
-            pair = checks._setting_pair(self.ctx, setting)
+            pair = self.ctx.setting_pair(setting)
             if pair is None:
                 self.absent(setting)
             else:
@@ -220,7 +220,6 @@ class _Mapper:
         self.handled.update((key.start, value.start))
         found = self.findings_on(key, value)
         arg = setting.target.argument
-        where = f" [line {key.start.row}]"
         if "NM112" in found:  # an interpolation: only Hydra knows the value
             self.message("warning", found["NM112"], setting.key, f"; set {arg}=... by hand")
             self.omit(setting, value.raw, "an OmegaConf interpolation, resolved only by Hydra", key)
@@ -274,7 +273,7 @@ class _Mapper:
         lifecycle = setting.values.get(str(value)) if isinstance(value, str) else None
         if lifecycle is not None:
             for stage, label in ((lifecycle.removed, "removed"), (lifecycle.deprecated, "deprecated")):
-                if stage is not None and checks._reached(self.m.target, stage.nemo, stage.megatron_core):
+                if stage is not None and self.m.target.reached(nemo=stage.nemo, megatron_core=stage.megatron_core):
                     parts.append(f"{label} in megatron-core {stage.megatron_core}"
                                  + (" (--force)" if label == "removed" else ""))
                     break
@@ -294,7 +293,7 @@ class _Mapper:
         lifecycle = setting.values.get(str(old)) if isinstance(old, str) else None
         if lifecycle is not None:
             for stage, severity in ((lifecycle.removed, "error"), (lifecycle.deprecated, "warning")):
-                if stage is None or not checks._reached(self.m.target, stage.nemo, stage.megatron_core):
+                if stage is None or not self.m.target.reached(nemo=stage.nemo, megatron_core=stage.megatron_core):
                     continue
                 text = (f"{setting.key} is not set, and NeMo 1.0 defaulted it to {old} for a config from NeMo "
                         f"{self.m.source.nemo}: {stage.message} (target {self.m.target.describe()})")

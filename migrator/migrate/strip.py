@@ -33,7 +33,6 @@ def _line_starts(text: str) -> list[int]:
 def strip_text(mapping: Mapping) -> StripResult:
     text = mapping.document.text
     starts = _line_starts(text)
-    config = mapping.config
     duplicated = {d.location for d in mapping.findings if d.code == "NM105"}
     spans: list[tuple[int, int]] = []
     result = StripResult(text)

@@ -10,7 +10,6 @@ Each rule is a method of `_Checker` named after its rule's slug; the facts come 
 from __future__ import annotations
 
 import ast
-import difflib
 import functools
 import os
 from pathlib import Path
@@ -21,11 +20,11 @@ from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 
 from migrator.engine.diagnostics import Diagnostic, Edit, Fix, Location
 from migrator.engine.table import Argument, Table
+from migrator.engine.verdicts import closest, closest_allowed, coerce_literal, lifecycle_stage, note_applies, with_article
 from migrator.errors import MigratorError
 from migrator.migrate.mapping import Mapping, load_mapping, py
 from migrator.python.calls import NOT_LITERAL, StrategyCall, find_calls, quote_of, same_value
 from migrator.versions import Source, Target, Version
-from migrator.yaml import checks
 from migrator.yaml.document import type_name
 
 BOM = "\ufeff"
@@ -168,7 +167,7 @@ class _Checker:
         if value is None:
             if argument.nullable:
                 return True
-            self.report("NM101", arg.value, f"{argument.name}=None where NeMo expects {_a(argument.type)}; "
+            self.report("NM101", arg.value, f"{argument.name}=None where NeMo expects {with_article(argument.type)}; "
                         "None behaves as False")
             return False
         kind = type_name(value)
@@ -176,11 +175,11 @@ class _Checker:
             return True
         why = " (a non-empty string is truthy: NeMo behaves as if it were True)" if (
             argument.type == "bool" and kind == "str" and value) else ""
-        replacement = checks._coerce(value, argument.type)
+        replacement = coerce_literal(value, argument.type)
         fix = None
         if replacement is not None:
             fix = self.replace(arg.value, replacement, "unsafe", f"Write `{replacement}`")
-        self.report("NM101", arg.value, f"{argument.name} must be {_a(argument.type)}, got {kind} "
+        self.report("NM101", arg.value, f"{argument.name} must be {with_article(argument.type)}, got {kind} "
                     f"{self.code(arg.value)}{why}", fix=fix)
         return False
 
@@ -194,11 +193,11 @@ class _Checker:
         if argument.allowed is None or value in argument.allowed or type_name(value) != argument.type:
             return True
         allowed = [str(a) for a in argument.allowed]
-        close = difflib.get_close_matches(str(value).lower().replace("-", "_"), allowed, n=2, cutoff=0.75)
-        hint = f"; did you mean {close[0]!r}?" if len(close) == 1 else ""
+        close = closest_allowed(value, argument.allowed)
+        hint = f"; did you mean {close!r}?" if close else ""
         fix = None
-        if len(close) == 1 and isinstance(arg.value, cst.SimpleString):
-            fix = self.replace(arg.value, _string(close[0], quote_of(arg.value)), "unsafe", f"Use {close[0]!r}")
+        if close and isinstance(arg.value, cst.SimpleString):
+            fix = self.replace(arg.value, _string(close, quote_of(arg.value)), "unsafe", f"Use {close!r}")
         self.report("NM102", arg.value, f"{argument.name}={self.code(arg.value)} is not one of "
                     f"{', '.join(allowed)}{hint}", fix=fix)
         return False
@@ -209,20 +208,20 @@ class _Checker:
         lifecycle = setting.values.get(str(value)) if setting is not None and isinstance(value, str) else None
         if lifecycle is None:
             return
-        for code, stage in (("NM106", lifecycle.removed), ("NM107", lifecycle.deprecated)):
-            if stage is None or not checks._reached(self.target, stage.nemo, stage.megatron_core):
-                continue
-            message = f"{argument.name}={py(value)} — {stage.message} ({self.target_note()})"
-            fix = None
-            if lifecycle.replacement:
-                message += f"; use {py(lifecycle.replacement)}"
-                if isinstance(arg.value, cst.SimpleString):
-                    fix = self.replace(arg.value, _string(lifecycle.replacement, quote_of(arg.value)), "unsafe",
-                                       f"Use {lifecycle.replacement!r}")
-            if lifecycle.convert_hint:
-                message += f"; {lifecycle.convert_hint}"
-            self.report(code, arg.value, message, fix=fix)
+        verdict = lifecycle_stage(lifecycle, self.target)
+        if verdict is None:
             return
+        code, stage = verdict
+        message = f"{argument.name}={py(value)} — {stage.message} ({self.target_note()})"
+        fix = None
+        if lifecycle.replacement:
+            message += f"; use {py(lifecycle.replacement)}"
+            if isinstance(arg.value, cst.SimpleString):
+                fix = self.replace(arg.value, _string(lifecycle.replacement, quote_of(arg.value)), "unsafe",
+                                   f"Use {lifecycle.replacement!r}")
+        if lifecycle.convert_hint:
+            message += f"; {lifecycle.convert_hint}"
+        self.report(code, arg.value, message, fix=fix)
 
     def argument_notes(self, argument: Argument, arg: cst.Arg, value: Any) -> None:
         """NM114: only where the value is written. The default (ckpt_parallel_save_optim=True) applies to every
@@ -231,9 +230,7 @@ class _Checker:
         for note in self.table.strategy.notes:
             if note.argument != argument.name or not same_value(value, note.value):
                 continue
-            if note.nemo_at_most and not checks._at_most(self.target.nemo, note.nemo_at_most):
-                continue
-            if note.megatron_core_at_least and self.target.megatron_core < Version.parse(note.megatron_core_at_least):
+            if not note_applies(note, self.target):
                 continue
             self.report("NM114", arg.keyword, f"{argument.name}={py(value)}: {note.message} ({self.target_note()})")
 
@@ -260,12 +257,12 @@ class _Checker:
                     f"{name} was removed before NeMo {removed.removed} ({removed.why}); {instead}", fix=fix)
 
     def looks_like_checkpoint_argument(self, name: str) -> bool:
-        return "ckpt" in name or bool(checks.closest(name, list(self.arguments)))
+        return "ckpt" in name or bool(closest(name, list(self.arguments)))
 
     def unknown_setting(self, call: StrategyCall, name: str, arg: cst.Arg) -> None:
         """NM103: an unknown ckpt_* keyword, which **kwargs swallows (torch DDP raises TypeError with ddp="pytorch")."""
         wrong = self.wrong.get(name)
-        matches = [wrong.use] if wrong else checks.closest(name, list(self.arguments))
+        matches = [wrong.use] if wrong else closest(name, list(self.arguments))
         message = f"{name} is not a MegatronStrategy argument: **kwargs swallows it, so it does nothing"
         if wrong:
             message += f" ({wrong.why})"
@@ -347,10 +344,6 @@ def _shown(path: str) -> str:
     except ValueError:  # pragma: no cover - another drive on Windows
         return path
     return path if relative.startswith("..") else relative
-
-
-def _a(type_: str) -> str:
-    return {"int": "an integer", "bool": "a boolean", "str": "a string"}.get(type_, f"a {type_}")
 
 
 def _string(value: str, quote: str) -> str:

@@ -6,13 +6,15 @@ itself holds: keys inherited through a Hydra `defaults:` list are unknown here a
 """
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from migrator.engine.diagnostics import Diagnostic, Edit, Fix, Location
 from migrator.engine.table import Condition, Setting, Table
+from migrator.engine.verdicts import (
+    bool_spelling, closest, closest_allowed, coerce_literal, lifecycle_stage, note_applies, with_article,
+)
 from migrator.versions import Source, Target, Version
 from migrator.yaml.document import Document, Node, type_name
 
@@ -106,6 +108,24 @@ class Context:
             return self.default_for_source(setting)
         return UNKNOWN if node.kind != "scalar" or is_interpolation(node) else node.value
 
+    def setting_pair(self, setting: Setting) -> tuple[Node, Node] | None:
+        """(key node, value node) of a setting where this config holds it, else None."""
+        if setting.in_model:
+            return self.config.model.pair(setting.key) if self.config.model is not None else None
+        parent = self.lookup(".".join(setting.path.split(".")[:-1])) if self.config.kind == "training" else None
+        return parent.pair(setting.key) if parent is not None and parent.kind == "mapping" else None
+
+    def legacy_model(self) -> tuple[Node, Node] | None:
+        """The `mcore_gpt: False` (or bert/t5) pair of a pre-megatron-core model, whose checkpoints are legacy."""
+        model = self.config.model
+        if model is None:
+            return None
+        for flag in ("mcore_gpt", "mcore_bert", "mcore_t5"):
+            pair = model.pair(flag)
+            if pair and pair[1].kind == "scalar" and pair[1].value is False:
+                return pair
+        return None
+
     def setting_value(self, setting: Setting) -> Node | None:
         if setting.in_model:
             return self.config.model.get(setting.key) if self.config.model is not None else None
@@ -138,10 +158,6 @@ def replace_scalar(node: Node, text: str) -> Edit:
     return Edit(text, node.start, node.end)
 
 
-def bool_spelling(value: bool) -> str:
-    return "True" if value else "False"  # NeMo's own configs spell booleans this way; YAML 1.1 and 1.2 agree
-
-
 # ================================================================================================ per-setting rules
 # Each takes (ctx, setting, key node, value node) and returns False when later checks must not judge the value.
 
@@ -168,19 +184,19 @@ def yaml11_boolean(ctx: Context, setting: Setting, key: Node, value: Node) -> bo
 
 def invalid_type(ctx: Context, setting: Setting, key: Node, value: Node) -> bool:
     if value.kind != "scalar":
-        ctx.report_node("NM101", value, f"{setting.key} must be {_a(setting.type)}, not a {value.kind}")
+        ctx.report_node("NM101", value, f"{setting.key} must be {with_article(setting.type)}, not a {value.kind}")
         return False
     actual = value.value
     if actual is None:
         if setting.nullable:
             return True
-        ctx.report_node("NM101", value, f"{setting.key} is null where NeMo expects {_a(setting.type)}; "
+        ctx.report_node("NM101", value, f"{setting.key} is null where NeMo expects {with_article(setting.type)}; "
                         f"NeMo passes None on, which behaves as False")
         return False
     kind = type_name(actual)
     if kind == setting.type:
         return True
-    fix_text = _coerce(actual, setting.type)
+    fix_text = coerce_literal(actual, setting.type)
     shown = f"the string {value.raw!r}" if kind == "str" else f"{kind} {value.raw}"
     why = ""
     if setting.type == "bool" and kind == "str":
@@ -189,30 +205,8 @@ def invalid_type(ctx: Context, setting: Setting, key: Node, value: Node) -> bool
     fix = None
     if fix_text is not None:
         fix = Fix("unsafe", f"Write `{fix_text}`", (Edit(fix_text, value.start, value.end),))
-    ctx.report_node("NM101", value, f"{setting.key} must be {_a(setting.type)}; NeMo reads {shown}{why}{yaml12}", fix=fix)
+    ctx.report_node("NM101", value, f"{setting.key} must be {with_article(setting.type)}; NeMo reads {shown}{why}{yaml12}", fix=fix)
     return False
-
-
-def _a(type_: str) -> str:
-    return {"int": "an integer", "bool": "a boolean", "str": "a string"}.get(type_, f"a {type_}")
-
-
-def _coerce(value: Any, wanted: str) -> str | None:
-    """The literal a wrongly typed value most likely meant, or None when there is no obvious one."""
-    from migrator.yaml.document import resolve_yaml11
-
-    if isinstance(value, str):
-        parsed = resolve_yaml11(value.strip())
-        if type_name(parsed) == wanted:
-            return bool_spelling(parsed) if wanted == "bool" else str(parsed)
-        if wanted == "bool" and type_name(parsed) == "int" and parsed in (0, 1):
-            return bool_spelling(bool(parsed))
-        return None
-    if wanted == "int" and isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if wanted == "bool" and type(value) is int and value in (0, 1):
-        return bool_spelling(bool(value))
-    return None
 
 
 def invalid_value(ctx: Context, setting: Setting, key: Node, value: Node) -> bool:
@@ -225,9 +219,9 @@ def invalid_value(ctx: Context, setting: Setting, key: Node, value: Node) -> boo
     if setting.allowed is None or actual in setting.allowed:
         return True
     allowed = [str(a) for a in setting.allowed]
-    close = difflib.get_close_matches(str(actual).lower().replace("-", "_"), allowed, n=2, cutoff=0.75)
-    hint = f"; did you mean {close[0]!r}?" if len(close) == 1 else ""
-    fix = Fix("unsafe", f"Use {close[0]!r}", (replace_scalar(value, close[0]),)) if len(close) == 1 else None
+    close = closest_allowed(actual, setting.allowed)
+    hint = f"; did you mean {close!r}?" if close else ""
+    fix = Fix("unsafe", f"Use {close!r}", (replace_scalar(value, close),)) if close else None
     ctx.report_node("NM102", value, f"{setting.key}: {actual!r} is not one of {', '.join(allowed)}{hint}", fix=fix)
     return False
 
@@ -237,25 +231,19 @@ def value_lifecycle(ctx: Context, setting: Setting, key: Node, value: Node) -> b
     lifecycle = setting.values.get(str(value.value))
     if lifecycle is None:
         return True
-    for code, stage in (("NM106", lifecycle.removed), ("NM107", lifecycle.deprecated)):
-        if stage is None or not _reached(ctx.target, stage.nemo, stage.megatron_core):
-            continue
-        parts = [f"{setting.key}: {value.value} — {stage.message} ({ctx.target_note()})"]
-        if lifecycle.convert_hint:
-            parts.append(lifecycle.convert_hint)
-        fix = None
-        if lifecycle.replacement:
-            parts[0] += f"; use {lifecycle.replacement}"
-            fix = Fix("unsafe", f"Use {lifecycle.replacement!r}", (replace_scalar(value, lifecycle.replacement),))
-        ctx.report_node(code, value, "; ".join(parts), fix=fix)
-        return code != "NM106"
-    return True
-
-
-def _reached(target: Target, nemo: str | None, mcore: str | None) -> bool:
-    if nemo is not None and target.nemo >= Version.parse(nemo):
+    verdict = lifecycle_stage(lifecycle, ctx.target)
+    if verdict is None:
         return True
-    return mcore is not None and target.megatron_core >= Version.parse(mcore)
+    code, stage = verdict
+    parts = [f"{setting.key}: {value.value} — {stage.message} ({ctx.target_note()})"]
+    if lifecycle.convert_hint:
+        parts.append(lifecycle.convert_hint)
+    fix = None
+    if lifecycle.replacement:
+        parts[0] += f"; use {lifecycle.replacement}"
+        fix = Fix("unsafe", f"Use {lifecycle.replacement!r}", (replace_scalar(value, lifecycle.replacement),))
+    ctx.report_node(code, value, "; ".join(parts), fix=fix)
+    return code != "NM106"
 
 
 def unavailable_in_target(ctx: Context, setting: Setting, key: Node, value: Node) -> bool:
@@ -308,9 +296,7 @@ def argument_notes(ctx: Context, setting: Setting, key: Node, value: Node) -> bo
     for note in ctx.table.strategy.notes:
         if note.argument != setting.target.argument or value.value != note.value:
             continue
-        if note.nemo_at_most and not _at_most(ctx.target.nemo, note.nemo_at_most):
-            continue
-        if note.megatron_core_at_least and ctx.target.megatron_core < Version.parse(note.megatron_core_at_least):
+        if not note_applies(note, ctx.target):
             continue
         optim = ctx.lookup("model.optim.name")
         if optim is not None and optim.kind == "scalar" and optim.value != "mcore_distributed_optim":
@@ -318,12 +304,6 @@ def argument_notes(ctx: Context, setting: Setting, key: Node, value: Node) -> bo
         ctx.report_node("NM114", key, f"{setting.key}: {value.raw} maps to {note.argument}={_py(value.value)}: "
                         f"{note.message} ({ctx.target_note()})")
     return True
-
-
-def _at_most(version: Version, bound: str) -> bool:
-    """`2.5.3` is at most `2.5`: compare only as many components as the bound names."""
-    parts = bound.split(".")
-    return (version.major, version.minor, version.patch)[: len(parts)] <= tuple(int(p) for p in parts)
 
 
 def _py(value: Any) -> str:
@@ -388,29 +368,6 @@ def _unknown_in(ctx: Context, mapping: Node, known: list[str], renamed: dict[str
         ctx.report_node("NM103", key, why, fix=fix)
 
 
-def closest(name: str, known: list[str]) -> list[str]:
-    """Did-you-mean candidates; a single candidate when one is clearly nearest (fewest edits)."""
-    matches = difflib.get_close_matches(name, known, n=3, cutoff=0.8)
-    if len(matches) < 2:
-        return matches
-    distances = {m: edit_distance(name, m) for m in matches}
-    best = min(distances.values())
-    nearest = [m for m in matches if distances[m] == best]
-    return nearest if len(nearest) == 1 and best <= 2 else matches
-
-
-def edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance with adjacent transpositions (optimal string alignment)."""
-    d = [[max(i, j) if min(i, j) == 0 else 0 for j in range(len(b) + 1)] for i in range(len(a) + 1)]
-    for i in range(1, len(a) + 1):
-        for j in range(1, len(b) + 1):
-            cost = a[i - 1] != b[j - 1]
-            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost)
-            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
-                d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
-    return d[len(a)][len(b)]
-
-
 def misplaced_setting(ctx: Context) -> None:
     table = ctx.table
     right_model = ctx.config.model_path()
@@ -437,7 +394,7 @@ def misplaced_setting(ctx: Context) -> None:
 
 def implicit_defaults(ctx: Context) -> None:
     """One NM111 note for a training config on the settings it leaves to NeMo 1.0 defaults that NeMo 2.0 changed."""
-    if ctx.config.kind != "training" or ctx.config.model_key is None or _legacy_model(ctx) is not None:
+    if ctx.config.kind != "training" or ctx.config.model_key is None or ctx.legacy_model() is not None:
         return
     changed = []
     for setting in ctx.table.settings.settings:
@@ -460,21 +417,10 @@ def implicit_defaults(ctx: Context) -> None:
     )
 
 
-def _legacy_model(ctx: Context) -> tuple[Node, Node] | None:
-    model = ctx.config.model
-    if model is None:
-        return None
-    for flag in ("mcore_gpt", "mcore_bert", "mcore_t5"):
-        pair = model.pair(flag)
-        if pair and pair[1].kind == "scalar" and pair[1].value is False:
-            return pair
-    return None
-
-
 def non_distributed_checkpoint(ctx: Context) -> None:
     if ctx.config.kind != "training":
         return
-    pair = _legacy_model(ctx)
+    pair = ctx.legacy_model()
     if pair is None:
         return
     key, value = pair
@@ -501,7 +447,7 @@ def check_document(document: Document, table: Table, target: Target, source: Sou
         for file_rule in FILE_RULES:
             file_rule(ctx)
         for setting in table.settings.settings:
-            pair = _setting_pair(ctx, setting)
+            pair = ctx.setting_pair(setting)
             if pair is None:
                 continue
             for rule in SETTING_RULES:
@@ -509,10 +455,3 @@ def check_document(document: Document, table: Table, target: Target, source: Sou
                     break
         findings.extend(ctx.findings)
     return findings
-
-
-def _setting_pair(ctx: Context, setting: Setting) -> tuple[Node, Node] | None:
-    if setting.in_model:
-        return ctx.config.model.pair(setting.key) if ctx.config.model is not None else None
-    parent = ctx.lookup(".".join(setting.path.split(".")[:-1])) if ctx.config.kind == "training" else None
-    return parent.pair(setting.key) if parent is not None and parent.kind == "mapping" else None
