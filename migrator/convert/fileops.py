@@ -1,0 +1,187 @@
+"""Moving bytes between files as cheaply as the OS allows: in-kernel copies, hard links, read-only views.
+
+The same-dtype torch_dist conversion is a byte copy of the data files (or of their byte ranges inside an
+uncompressed `.nemo` tar), so its speed is the speed of these helpers. `os.copy_file_range` copies inside the
+kernel (and can share extents on file systems that support it); `os.sendfile` is the fallback, then a plain
+buffered loop. Copies run in slices so that progress is reported and a Ctrl-C is honoured between slices.
+"""
+from __future__ import annotations
+
+import errno
+import io
+import os
+import threading
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+SLICE = 64 << 20  # bytes per in-kernel copy call: small enough for responsive progress and Ctrl-C
+BUFFER = 8 << 20  # bytes per read in the user-space fallback and for stream copies
+
+ProgressFn = Callable[[int], None]
+
+
+class Cancelled(Exception):
+    """Raised inside a worker when the conversion was interrupted or another worker failed."""
+
+
+def _check(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise Cancelled()
+
+
+def copy_range(src_fd: int, src_offset: int, size: int, dest: Path, *, progress: ProgressFn | None = None,
+               cancel: threading.Event | None = None) -> None:
+    """Copy `size` bytes at `src_offset` of an open file into a new file `dest`, and flush it to disk.
+
+    Raises EOFError when the source ends early (a truncated file or archive).
+    """
+    with open(dest, "wb") as out:
+        out_fd = out.fileno()
+        done = 0
+        method = "copy_file_range" if hasattr(os, "copy_file_range") else "sendfile"
+        while done < size:
+            _check(cancel)
+            want = min(SLICE, size - done)
+            n = 0
+            if method == "copy_file_range":
+                try:
+                    n = os.copy_file_range(src_fd, out_fd, want, src_offset + done)
+                except OSError as error:
+                    if error.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM):
+                        raise
+                    method = "sendfile"
+                    continue
+            elif method == "sendfile":
+                try:
+                    n = os.sendfile(out_fd, src_fd, src_offset + done, want)
+                except OSError as error:
+                    if error.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                        raise
+                    method = "read"
+                    continue
+            else:
+                data = os.pread(src_fd, min(want, BUFFER), src_offset + done)
+                n = len(data)
+                view = memoryview(data)
+                while view:
+                    written = os.write(out_fd, view)
+                    view = view[written:]
+            if n == 0:
+                raise EOFError(f"source ended after {done} of {size} bytes")
+            done += n
+            if progress is not None:
+                progress(n)
+        os.fsync(out_fd)
+
+
+def copy_file(src: Path, dest: Path, *, progress: ProgressFn | None = None,
+              cancel: threading.Event | None = None) -> None:
+    """Copy a whole file (in-kernel where possible)."""
+    with open(src, "rb") as source:
+        copy_range(source.fileno(), 0, os.fstat(source.fileno()).st_size, dest, progress=progress, cancel=cancel)
+
+
+def link_or_copy(src: Path, dest: Path, *, progress: ProgressFn | None = None,
+                 cancel: threading.Event | None = None) -> str:
+    """Hard-link `src` to `dest`; copy instead when the file system refuses (other device, no link support).
+
+    Returns "link" or "copy". A hard link shares the data blocks with the source file: both names see the same
+    bytes, and neither NeMo 1.0 nor NeMo 2.0 rewrites a checkpoint file in place.
+    """
+    try:
+        os.link(src, dest)
+    except OSError as error:
+        if error.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EACCES):
+            raise
+        copy_file(src, dest, progress=progress, cancel=cancel)
+        return "copy"
+    if progress is not None:
+        progress(os.stat(dest).st_size)
+    return "link"
+
+
+def copy_stream(stream: BinaryIO, size: int, dest: Path, *, progress: ProgressFn | None = None,
+                cancel: threading.Event | None = None) -> None:
+    """Copy `size` bytes from a sequential stream (a member of a compressed tar) into a new file."""
+    with open(dest, "wb") as out:
+        done = 0
+        while done < size:
+            _check(cancel)
+            data = stream.read(min(BUFFER, size - done))
+            if not data:
+                raise EOFError(f"stream ended after {done} of {size} bytes")
+            out.write(data)
+            done += len(data)
+            if progress is not None:
+                progress(len(data))
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def read_exactly(stream: BinaryIO, size: int) -> bytearray:
+    """Read `size` bytes into a fresh writable buffer (torch.frombuffer wants a writable one)."""
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    done = 0
+    while done < size:
+        n = stream.readinto(view[done:]) if hasattr(stream, "readinto") else None
+        if n is None:
+            data = stream.read(size - done)
+            n = len(data)
+            view[done:done + n] = data
+        if not n:
+            raise EOFError(f"stream ended after {done} of {size} bytes")
+        done += n
+    return buffer
+
+
+def skip(stream: BinaryIO, size: int) -> None:
+    """Advance a sequential stream by `size` bytes."""
+    while size > 0:
+        data = stream.read(min(BUFFER, size))
+        if not data:
+            raise EOFError("stream ended while skipping")
+        size -= len(data)
+
+
+class FileSlice(io.RawIOBase):
+    """A read-only, seekable view of `length` bytes at `offset` of a file (a member inside an uncompressed tar).
+
+    torch.load needs a seekable file object; this gives it one without copying the member out of the tar.
+    """
+
+    def __init__(self, path: Path, offset: int, length: int) -> None:
+        super().__init__()
+        self._fd = os.open(path, os.O_RDONLY)
+        self._start = offset
+        self._length = length
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, position: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._length}[whence]
+        self._position = max(0, base + position)
+        return self._position
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        remaining = self._length - self._position
+        if remaining <= 0:
+            return 0
+        view = memoryview(buffer).cast("B")
+        want = min(len(view), remaining)
+        n = os.preadv(self._fd, [view[:want]], self._start + self._position)
+        self._position += n
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()

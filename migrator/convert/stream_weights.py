@@ -1,0 +1,236 @@
+"""The streaming route: read every stored chunk, cast it if asked, write it into a torch_dist checkpoint of our own.
+
+Used for zarr sources and for `--dtype` casts. Memory stays near one chunk whatever the model size:
+- a same-dtype zarr chunk without compression is copied from source to output in 8 MB pieces (not even one
+  chunk in memory); an edge chunk (zarr pads those) or a compressed one is decoded in memory first;
+- a same-dtype torch_dist chunk is already a `torch.save` archive and is copied as it is;
+- a cast loads one chunk with torch, casts it and writes it (the only part that imports torch).
+Sharded objects: torch_dist ones are copied byte for byte; zarr ones (bare objects) are wrapped in the
+one-element list torch_dist stores; reset or added ones are `[None]`.
+Output chunks keep the source's chunk layout (one or more per layer), each written as `torch.save(chunk)`.
+"""
+from __future__ import annotations
+
+import threading
+import zlib
+import gzip
+from collections import defaultdict
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterator
+
+from migrator.convert.chunks import StoredChunk, itemsize
+from migrator.convert.dcp_writer import DataFile, DcpWriter, none_object_blob
+from migrator.convert.extra_state import ObjectPlan
+from migrator.convert.fileops import BUFFER, Cancelled, read_exactly, skip
+from migrator.convert.plan import Plan, TensorPlan
+from migrator.convert.progress import Progress
+from migrator.convert.source import Source
+from migrator.convert.torch_save_format import wrap_object
+from migrator.convert.workers import run_tasks
+from migrator.errors import MigratorError
+
+# A unit of work: given a stream positioned at its bytes and an output data file, write one item.
+Job = Callable[[BinaryIO, DataFile], None]
+
+
+def _pieces(stream: BinaryIO, length: int, progress: Progress, cancel: threading.Event,
+            what: str) -> Iterator[memoryview]:
+    """`length` bytes of `stream` in BUFFER-sized pieces (one reused buffer), reporting progress."""
+    buffer = bytearray(min(BUFFER, max(length, 1)))
+    view = memoryview(buffer)
+    done = 0
+    while done < length:
+        if cancel.is_set():
+            raise Cancelled()
+        want = min(len(buffer), length - done)
+        n = stream.readinto(view[:want])
+        if not n:
+            raise MigratorError(f"{what}: truncated (ends after {done} of {length} bytes)")
+        done += n
+        progress.advance(n)
+        yield view[:n]
+
+
+def _read_all(stream: BinaryIO, length: int, progress: Progress, what: str) -> bytearray:
+    try:
+        data = read_exactly(stream, length)
+    except EOFError:
+        raise MigratorError(f"{what}: truncated (ends before {length} bytes)") from None
+    progress.advance(length)
+    return data
+
+
+def _decode_raw_same_dtype(chunk: StoredChunk, data: bytearray) -> memoryview:
+    """The valid region of a raw zarr chunk as C-order bytes (numpy moves bytes; dtype does not matter)."""
+    import numpy as np
+
+    if chunk.compressor == "zlib":
+        data = bytearray(zlib.decompress(data))
+    elif chunk.compressor == "gzip":
+        data = bytearray(gzip.decompress(data))
+    size = itemsize(chunk.dtype)
+    stored = 1
+    for n in chunk.stored_shape:
+        stored *= n
+    if len(data) < stored * size:
+        raise MigratorError(f"{chunk.member}: truncated chunk of {chunk.key} ({len(data)} of {stored * size} bytes)")
+    if tuple(chunk.sizes) == tuple(chunk.stored_shape):
+        return memoryview(data)[:stored * size]
+    array = np.frombuffer(data, dtype=np.dtype(f"u{size}"), count=stored).reshape(chunk.stored_shape)
+    region = np.ascontiguousarray(array[tuple(slice(0, s) for s in chunk.sizes)])
+    return memoryview(region).cast("B")
+
+
+def _cast_bytes(tensor: "object", dtype: str) -> memoryview:
+    import torch
+
+    out = tensor.to(getattr(torch, dtype)).contiguous()  # type: ignore[attr-defined]
+    return memoryview(out.view(torch.uint8).numpy()).cast("B") if out.numel() else memoryview(b"")
+
+
+def _chunk_job(writer: DcpWriter, tensor: TensorPlan, chunk: StoredChunk, source: Source, progress: Progress,
+               cancel: threading.Event) -> Job:
+    what = source.describe(chunk.member)
+    nbytes = 1
+    for n in chunk.sizes:
+        nbytes *= n
+    nbytes *= itemsize(tensor.dtype)
+    same = tensor.dtype == tensor.source_dtype
+
+    def job(stream: BinaryIO, out: DataFile) -> None:
+        if chunk.encoding == "torch_save" and same:
+            writer.write_blob(out, tensor.new_key, pieces=_pieces(stream, chunk.byte_length, progress, cancel, what),
+                              tensor_chunk=(chunk.offsets, chunk.sizes))
+            return
+        if chunk.encoding == "raw" and same and chunk.compressor is None and chunk.sizes == chunk.stored_shape:
+            writer.write_chunk(out, tensor.new_key, chunk.offsets, chunk.sizes, nbytes,
+                               _pieces(stream, nbytes, progress, cancel, what))
+            if chunk.byte_length > nbytes:
+                skip(stream, chunk.byte_length - nbytes)
+            return
+        data = _read_all(stream, chunk.byte_length, progress, what)
+        if chunk.encoding == "raw" and same:
+            payload = _decode_raw_same_dtype(chunk, data)
+        elif chunk.encoding == "raw":
+            from migrator.convert.zarr_reader import decode_chunk
+
+            payload = _cast_bytes(decode_chunk(chunk, data), tensor.dtype)
+        else:
+            payload = _cast_bytes(_load_torch_chunk(data, chunk, what), tensor.dtype)
+        del data
+        writer.write_chunk(out, tensor.new_key, chunk.offsets, chunk.sizes, nbytes, [payload])
+    return job
+
+
+def _load_torch_chunk(data: bytearray, chunk: StoredChunk, what: str) -> "object":
+    import io
+
+    import torch
+
+    try:
+        tensor = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unreadable blob is bad input
+        raise MigratorError(f"{what}: chunk of {chunk.key} at {list(chunk.offsets)} is unreadable "
+                            f"({type(error).__name__}: {error})") from None
+    if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != tuple(chunk.sizes):
+        shape = list(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+        raise MigratorError(f"{what}: chunk of {chunk.key} at {list(chunk.offsets)} holds {shape}, the index says "
+                            f"{list(chunk.sizes)}")
+    return tensor
+
+
+def _object_job(writer: DcpWriter, obj: ObjectPlan, source: Source, progress: Progress,
+                cancel: threading.Event) -> Job:
+    stored = obj.stored
+    assert stored is not None
+    what = source.describe(stored.member)
+
+    def job(stream: BinaryIO, out: DataFile) -> None:
+        data = _read_all(stream, stored.byte_length, progress, what)
+        if obj.action == "reset":
+            writer.write_blob(out, obj.new_key, none_object_blob())
+        elif stored.wrapped:
+            writer.write_blob(out, obj.new_key, bytes(data))
+        else:
+            writer.write_blob(out, obj.new_key, wrap_object(bytes(data), f"{what} ({obj.key})"))
+    return job
+
+
+def write_streamed_weights(source: Source, plan: Plan, weights: Path, *, workers: int, progress: Progress,
+                           cancel: threading.Event) -> None:
+    """Fill `weights/` (except common.pt and metadata.json) chunk by chunk."""
+    files = max(1, workers if source.random_access else 1)
+    writer = DcpWriter(weights, files=files)
+    try:
+        for tensor in plan.tensors:
+            writer.declare_tensor(tensor.new_key, tensor.shape, tensor.dtype)
+        # (member, byte offset) -> job, so that each source file is read front to back
+        jobs: dict[str, list[tuple[int, int, Job]]] = defaultdict(list)
+        for tensor in plan.tensors:
+            for chunk in tensor.chunks:
+                jobs[chunk.member].append((chunk.byte_offset, chunk.byte_length,
+                                           _chunk_job(writer, tensor, chunk, source, progress, cancel)))
+        added = none_object_blob()
+        for obj in plan.objects:
+            if obj.stored is None:
+                writer.write_blob(writer.files[0], obj.new_key, added)
+            else:
+                jobs[obj.stored.member].append((obj.stored.byte_offset, obj.stored.byte_length,
+                                                _object_job(writer, obj, source, progress, cancel)))
+        for entries in jobs.values():
+            entries.sort(key=lambda e: e[0])
+
+        if source.random_access:
+            def member_task(member: str) -> Callable[[DataFile], None]:
+                def task(out: DataFile) -> None:
+                    stream = source.open_member(member)
+                    try:
+                        for offset, _, job in jobs[member]:
+                            if cancel.is_set():
+                                raise Cancelled()
+                            stream.seek(offset)
+                            job(stream, out)
+                    finally:
+                        stream.close()
+                return task
+
+            # largest members first, so that parallel workers finish together
+            order = sorted(jobs, key=lambda m: -sum(length for _, length, _ in jobs[m]))
+            run_tasks([member_task(m) for m in order], writer.files, cancel)
+        else:
+            out = writer.files[0]
+            for member, stream in source.iter_members(sorted(jobs)):
+                position = 0
+                for offset, _, job in jobs[member]:
+                    if cancel.is_set():
+                        raise Cancelled()
+                    if offset < position:
+                        raise MigratorError(f"{source.describe(member)}: overlapping stored items")
+                    try:
+                        skip(stream, offset - position)
+                    except EOFError:
+                        raise MigratorError(f"{source.describe(member)}: truncated archive") from None
+                    tell = _Counting(stream)
+                    job(tell, out)  # type: ignore[arg-type]
+                    position = offset + tell.count
+    finally:
+        writer.close_files()
+    writer.write_metadata()
+
+
+class _Counting:
+    """Wraps a sequential stream and counts the bytes read (to know where the next item starts)."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self.count = 0
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        n = self._stream.readinto(buffer)
+        self.count += n or 0
+        return n
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self.count += len(data)
+        return data
