@@ -218,6 +218,8 @@ def derive_model_spec(model_config: dict, tensors: Mapping[str, TensorInfo], mod
     always = set(ALWAYS_WRITTEN["mamba" if kind == "mamba" else "gpt"])
     if values.get("num_moe_experts") is not None:
         always |= set(ALWAYS_WRITTEN["moe"])
+    if "scale_factor" in values:  # Llama 3.1 rope scaling: explicit, whatever Llama31Config's defaults are
+        always |= set(nemo1_arch.ROPE_SCALING_DEFAULTS)
     short = _short(target.config_class)
     for field in COMPARED_FIELDS + ("init_method_std", "hidden_dropout", "attention_dropout"):
         if field not in values:
@@ -228,10 +230,10 @@ def derive_model_spec(model_config: dict, tensors: Mapping[str, TensorInfo], mod
         known = preset is not None and field in preset
         differs = known and not _same(field, derived, preset[field], values, preset)
         if field in COMPARED_FIELDS and differs:
-            key = NEMO1_KEY.get(field, field)
+            key = f" ({NEMO1_KEY[field]})" if field in NEMO1_KEY else ""
             note = " (sliding-window attention; NeMo 1.0 had none)" if field == "window_size" else ""
-            _warn(f"{short}: {field} is {preset[field]!r} in the preset but {derived!r} in model_config.yaml "
-                  f"({key}){note}; using {derived!r}")
+            _warn(f"{short}: {field} is {preset[field]!r} in the preset but {derived!r} in model_config.yaml"
+                  f"{key}{note}; using {derived!r}")
         if field in always or differs or (preset is None) or (not known and derived not in (None, False)):
             config_kwargs[field] = derived
     for field in ("fp8", "fp8_margin", "fp8_interval", "fp8_amax_history_len", "fp8_amax_compute_algo"):

@@ -163,7 +163,11 @@ def check_gpt(values: dict, tensors: Mapping[str, TensorInfo]) -> ShapeFacts:
                      if k in index]
         for key in (mlp + "linear_fc1.layer_norm_weight", "decoder.layers.pre_mlp_layernorm.weight"):
             c.expect(key, (L, H), f"hidden_size={H}", required=False)
-            c.expect(key.replace("weight", "bias"), (L, H), "normalization: LayerNorm", required=False)
+            bias_key = key.replace("weight", "bias")
+            if layernorm:
+                c.expect(bias_key, (L, H), "normalization: LayerNorm", required=key in index)
+            else:
+                c.forbid(bias_key, f"normalization: {v['normalization']} (no bias)")
         if not norm_keys:
             raise MigratorError(f"model.{mlp}linear_fc1.layer_norm_weight: missing from the checkpoint (nor "
                                 f"decoder.layers.pre_mlp_layernorm.weight), but an MoE layer has a pre-MLP norm")

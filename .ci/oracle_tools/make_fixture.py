@@ -1,0 +1,64 @@
+"""Run ../shared/oracle/make_nemo1_fixture.py unmodified, with extra presets added to its PRESETS dict.
+
+The maker script picks its preset with `preset_name = sys.argv[1]` right after defining PRESETS. This runner
+executes the script as __main__ and, through a line trace limited to the script's module frame, adds the presets
+below to PRESETS just before that line runs (they are built from the script's own BASE dict, so they inherit
+every default of the shared fixtures). Nothing is copied from the script.
+
+Usage (oracle venv): python make_fixture.py MAKER_SCRIPT PRESET OUT_DIR
+"""
+import os
+import runpy
+import sys
+
+
+def extra_presets(base: dict) -> dict:
+    return {
+        # tied embeddings: no output_layer.weight in the checkpoint
+        "tied": dict(base, name="tiny_llama_tied", share_embeddings_and_output_weights=True),
+        # a Hugging Face (GPT-2 style byte-level BPE) tokenizer written next to the .nemo as <name>.hf_tokenizer/
+        "hf_tokenizer": dict(base, name="tiny_llama_hf"),
+        # another size: 4 layers, MHA (num_query_groups null), wider ffn, other rope base and vocab padding
+        "mha_deep": dict(base, name="tiny_gpt_mha", num_layers=4, hidden_size=96, ffn_hidden_size=256,
+                         num_attention_heads=6, num_query_groups=None, seq_length=128, rotary_base=500000,
+                         make_vocab_size_divisible_by=8),
+    }
+
+
+def main() -> int:
+    script, preset, out_dir = sys.argv[1], sys.argv[2], sys.argv[3]
+    script = os.path.abspath(script)
+    with open(script, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    marker = next((i + 1 for i, line in enumerate(lines) if line.startswith("preset_name = sys.argv[1]")), None)
+    if marker is None:
+        print(f"{script}: no `preset_name = sys.argv[1]` line; cannot add presets", file=sys.stderr)
+        return 2
+
+    def local_trace(frame, event, arg):
+        if event == "line" and frame.f_lineno == marker:
+            g = frame.f_globals
+            extra = extra_presets(g["BASE"])
+            if preset == "hf_tokenizer":
+                extra["hf_tokenizer"]["tokenizer"] = "huggingface"
+            g["PRESETS"].update(extra)
+            sys.settrace(None)
+            return None
+        return local_trace
+
+    def global_trace(frame, event, arg):
+        if event == "call" and frame.f_code.co_filename == script and frame.f_code.co_name == "<module>":
+            return local_trace
+        return None
+
+    sys.argv = [script, preset, out_dir]
+    sys.settrace(global_trace)
+    try:
+        runpy.run_path(script, run_name="__main__")
+    finally:
+        sys.settrace(None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
