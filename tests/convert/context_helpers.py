@@ -100,7 +100,7 @@ def load_graph(io_json: Path | str | dict) -> dict[str, Any]:
             return f"{value['module']}.{value['name']}"
         type_path = f"{kind['module']}.{kind['name']}"
         items = value["items"]
-        if type_path == "fiddle._src.config.Config":
+        if type_path in ("fiddle._src.config.Config", "nemo_run.config.Config"):  # the latter: NeMo's plugins
             meta = node(value["metadata"])
             names = [name[len("Attr(name='"):-2] for name, _ in items]
             assert names == list(meta["argument_names"]), (names, meta["argument_names"])
