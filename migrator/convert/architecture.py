@@ -67,8 +67,15 @@ NEMO1_KEY = {
     "mamba_num_groups": "mamba_ssm_ngroups", "scale_factor": "scale_positional_embedding/scale_factor",
 }
 CALLABLE_FIELDS = {"activation_func"}
-# Arguments that NeMo releases before the one named cannot take (io.json would not build there).
-FIELD_SINCE = {"vocab_size": "2.3.0"}
+# Import paths that name the same function (F.gelu is a C builtin whose __module__ is torch._C._nn)
+CALLABLE_ALIASES = {"torch._C._nn.gelu": "torch.nn.functional.gelu"}
+# Arguments that older NeMo 2.0 releases cannot take (io.json would not build there); everything else written
+# exists since NeMo 2.0.0 (megatron-core 0.9). Checked against the NeMo and Megatron-LM git tags.
+FIELD_SINCE = {
+    "vocab_size": "NeMo >= 2.3.0",
+    "moe_ffn_hidden_size": "megatron-core >= 0.10 (NeMo >= 2.1)",
+    "moe_shared_expert_intermediate_size": "megatron-core >= 0.10 (NeMo >= 2.1)",
+}
 
 _DTYPES = {
     "bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16", "half": "float16",
@@ -150,6 +157,8 @@ def _effective(field: str, value: Any, values: Mapping[str, Any]) -> Any:
             return values.get("ffn_hidden_size")
     if isinstance(value, bool) or value is None:
         return value
+    if isinstance(value, str):
+        return CALLABLE_ALIASES.get(value, value)
     if isinstance(value, (int, float)):
         return float(value)
     if isinstance(value, tuple):
@@ -236,6 +245,8 @@ def derive_model_spec(model_config: dict, tensors: Mapping[str, TensorInfo], mod
                   f"{key}{note}; using {derived!r}")
         if field in always or differs or (preset is None) or (not known and derived not in (None, False)):
             config_kwargs[field] = derived
+    for field in config_kwargs.keys() & FIELD_SINCE.keys():
+        _warn(f"{short}: {field}={config_kwargs[field]!r} is written; loading it needs {FIELD_SINCE[field]}")
     for field in ("fp8", "fp8_margin", "fp8_interval", "fp8_amax_history_len", "fp8_amax_compute_algo"):
         if field in values:
             config_kwargs[field] = values[field]
@@ -245,7 +256,7 @@ def derive_model_spec(model_config: dict, tensors: Mapping[str, TensorInfo], mod
     if facts.padded_vocab_size % divisible:
         _warn(f"model.embedding.word_embeddings.weight: {facts.padded_vocab_size} rows is not a multiple of "
               f"make_vocab_size_divisible_by={divisible}; writing vocab_size={facts.padded_vocab_size} "
-              f"(needs NeMo >= {FIELD_SINCE['vocab_size']})")
+              f"(needs {FIELD_SINCE['vocab_size']})")
         config_kwargs["vocab_size"] = facts.padded_vocab_size
 
     return ModelSpec(
@@ -281,7 +292,7 @@ def reconcile_vocab_size(spec: ModelSpec, tokenizer_vocab_size: int | None, warn
     if padded != rows:
         message = (f"model.embedding.word_embeddings.weight: {rows} rows, but NeMo 2.0 would pad the tokenizer's "
                    f"{tokenizer_vocab_size} tokens to {padded}; writing vocab_size={rows} "
-                   f"(needs NeMo >= {FIELD_SINCE['vocab_size']})")
+                   f"(needs {FIELD_SINCE['vocab_size']})")
         spec.config_kwargs["vocab_size"] = rows
         spec.warnings.append(message)
         if warn is not None:
