@@ -29,6 +29,9 @@ MEGATRON_STRATEGY = "nemo.lightning.pytorch.strategies.megatron_strategy.Megatro
 DTYPE_FIELDS = {"params_dtype", "pipeline_dtype", "autocast_dtype"}
 _TORCH_DTYPE = re.compile(r"^torch\.(bfloat16|float16|float32|half|float)$")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+# model weights and VCS data that may sit in a Hugging Face model folder but are no part of its tokenizer
+_NOT_TOKENIZER = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.ckpt", "*.gguf", "*.h5", "*.msgpack", "*.onnx",
+                  ".git", ".cache")
 
 
 def _config_value(field: str, value: Any, spec: ModelSpec) -> Any:
@@ -109,8 +112,9 @@ def _write_tokenizer_files(context_dir: Path, files: dict[str, bytes | Path]) ->
         if isinstance(content, bytes):
             dest.write_bytes(content)
         elif content.is_dir():
-            # follow links (Hugging Face cache folders are links into a blob store): copy the content
-            shutil.copytree(content, dest, symlinks=False)
+            # follow links (Hugging Face cache folders are links into a blob store): copy the content; a model
+            # folder given as tokenizer folder keeps its tokenizer files only
+            shutil.copytree(content, dest, symlinks=False, ignore=shutil.ignore_patterns(*_NOT_TOKENIZER))
         elif content.is_file():
             shutil.copyfile(content, dest)
         else:

@@ -152,9 +152,11 @@ def _read(read_member: ReadMember | None, reference: str, what: str) -> tuple[st
     if read_member is not None:
         try:
             return os.path.basename(name), read_member(name)
-        except (KeyError, FileNotFoundError, MigratorError):
+        except (KeyError, FileNotFoundError, MigratorError) as e:
             if reference.startswith("nemo:"):
-                raise MigratorError(f"{name}: {what} named by model_config.yaml is not in the checkpoint") from None
+                why = f" ({e})" if isinstance(e, MigratorError) else ""
+                raise MigratorError(f"{name}: {what} named by model_config.yaml is not in the checkpoint{why}; "
+                                    f"pass --tokenizer_path") from None
     local = Path(name).expanduser()
     if local.is_file():
         return local.name, local

@@ -153,6 +153,14 @@ def test_hf_tokenizer_folder_is_copied_with_its_files(tmp_path):
     write_context(tmp_path / "context", spec, tok)
     copied = tmp_path / "context" / "nemo_tokenizer"
     assert sorted(p.name for p in copied.iterdir()) == ["tokenizer.json", "tokenizer_config.json"]
+    # a whole model folder given as the tokenizer: its weights are not copied
+    (folder / "model.safetensors").write_bytes(b"weights")
+    (folder / "sub").mkdir()
+    (folder / "sub" / "pytorch_model.bin").write_bytes(b"weights")
+    write_context(tmp_path / "context2", spec, tok)
+    copied = tmp_path / "context2" / "nemo_tokenizer"
+    assert sorted(str(p.relative_to(copied)) for p in copied.rglob("*")) == \
+        ["sub", "tokenizer.json", "tokenizer_config.json"]
     assert load_graph(tmp_path / "context" / "io.json")["model"]["tokenizer"]["pretrained_model_name"] == \
         "nemo_tokenizer"
     # 3 tokens padded to 128 == the checkpoint's 128 rows: no explicit vocab_size

@@ -133,7 +133,8 @@ def test_tiktoken_vocab_file(tmp_path):
     ({"library": "megatron", "type": "GPT2BPETokenizer", "model": None},
      r"^model_config\.yaml: tokenizer 'megatron/GPT2BPETokenizer' is not supported"),
     ({"library": "byte-level", "type": None, "model": None}, r"tokenizer 'byte-level' is not supported"),
-    ({"model": "nemo:nothere_tokenizer.model"}, r"^nothere_tokenizer\.model: tokenizer\.model named by"),
+    ({"model": "nemo:nothere_tokenizer.model"},
+     r"^nothere_tokenizer\.model: tokenizer\.model named by model_config\.yaml is not in the checkpoint; pass"),
     ({"model": None}, r"tokenizer\.model is missing"),
 ])
 def test_unsupported_or_broken_tokenizers_are_errors_naming_them(section, match):
@@ -170,3 +171,13 @@ def test_hf_vocab_size_from_vocab_json_and_added_tokens(tmp_path):
     assert hf_vocab_size(tmp_path) == 4
     (tmp_path / "tokenizer.json").write_text("{not json")
     assert hf_vocab_size(tmp_path) is None
+
+
+def test_missing_member_through_the_real_source_reader_keeps_its_message():
+    from migrator.convert.source import open_source
+
+    cfg = tok_section(model="nemo:nothere_tokenizer.model")
+    with open_source(TINY_LLAMA) as source:
+        with pytest.raises(MigratorError, match=r"^nothere_tokenizer\.model: tokenizer\.model named by .* "
+                                                r"is not in the checkpoint \(.*nothere_tokenizer\.model.*\); pass"):
+            resolve_tokenizer(cfg, source.read_member, None, None, None, None)
