@@ -3,7 +3,10 @@
 The maker script picks its preset with `preset_name = sys.argv[1]` right after defining PRESETS. This runner
 executes the script as __main__ and, through a line trace limited to the script's module frame, adds the presets
 below to PRESETS just before that line runs (they are built from the script's own BASE dict, so they inherit
-every default of the shared fixtures). Nothing is copied from the script.
+every default of the shared fixtures). The maker fixes some architecture keys in code (normalization,
+activation, bias, position embeddings); a preset's "cfg_overrides" are applied to its model config at the line
+`import nemo1_cpu_patches`, right after the config is built and before the model is. Nothing is copied from the
+script. (megatron-core's CPU layer norm has no zero-centred gamma, so `layernorm1p` cannot be made here.)
 
 Usage (oracle venv): python make_fixture.py MAKER_SCRIPT PRESET OUT_DIR
 """
@@ -22,6 +25,15 @@ def extra_presets(base: dict) -> dict:
         "mha_deep": dict(base, name="tiny_gpt_mha", num_layers=4, hidden_size=96, ffn_hidden_size=256,
                          num_attention_heads=6, num_query_groups=None, seq_length=128, rotary_base=500000,
                          make_vocab_size_divisible_by=8),
+        # GPT-3 style: LayerNorm with biases, GELU (not gated), linear biases, learned positions, tied embeddings
+        "gpt_layernorm": dict(base, name="tiny_gpt_layernorm", num_query_groups=None,
+                              share_embeddings_and_output_weights=True,
+                              cfg_overrides=dict(normalization="layernorm", activation="gelu", bias=True,
+                                                 position_embedding_type="learned_absolute")),
+        # Nemotron style: LayerNorm, squared ReLU, half-rotary, no bias
+        "nemotron_like": dict(base, name="tiny_nemotron_like", ffn_hidden_size=256,
+                              cfg_overrides=dict(normalization="layernorm", activation="squared-relu",
+                                                 rotary_percentage=0.5)),
     }
 
 
@@ -35,6 +47,11 @@ def main() -> int:
         print(f"{script}: no `preset_name = sys.argv[1]` line; cannot add presets", file=sys.stderr)
         return 2
 
+    patches = next((i + 1 for i, line in enumerate(lines) if line.startswith("import nemo1_cpu_patches")), None)
+    if patches is None:
+        print(f"{script}: no `import nemo1_cpu_patches` line; cannot apply cfg_overrides", file=sys.stderr)
+        return 2
+
     def local_trace(frame, event, arg):
         if event == "line" and frame.f_lineno == marker:
             g = frame.f_globals
@@ -42,6 +59,15 @@ def main() -> int:
             if preset == "hf_tokenizer":
                 extra["hf_tokenizer"]["tokenizer"] = "huggingface"
             g["PRESETS"].update(extra)
+        elif event == "line" and frame.f_lineno == patches:
+            g = frame.f_globals
+            overrides = g["P"].get("cfg_overrides") or {}
+            if overrides:
+                from omegaconf import open_dict
+
+                with open_dict(g["cfg"]):
+                    for key, value in overrides.items():
+                        g["cfg"][key] = value
             sys.settrace(None)
             return None
         return local_trace
