@@ -253,6 +253,8 @@ def derive_model_spec(model_config: dict, tensors: Mapping[str, TensorInfo], mod
     config_kwargs.update(_dtype_fields(dtype, facts.source_dtype))
 
     divisible = values["make_vocab_size_divisible_by"]
+    if facts.padded_vocab_size % divisible and kind == "mamba":
+        raise MigratorError(_mamba_vocab_message(facts.padded_vocab_size, f"a multiple of {divisible}"))
     if facts.padded_vocab_size % divisible:
         _warn(f"model.embedding.word_embeddings.weight: {facts.padded_vocab_size} rows is not a multiple of "
               f"make_vocab_size_divisible_by={divisible}; writing vocab_size={facts.padded_vocab_size} "
@@ -274,6 +276,11 @@ def derive_model_spec(model_config: dict, tensors: Mapping[str, TensorInfo], mod
     )
 
 
+def _mamba_vocab_message(rows: int, nemo2_rows: str) -> str:
+    return (f"model.embedding.word_embeddings.weight: {rows} rows, but NeMo 2.0's MambaModel always builds "
+            f"{nemo2_rows} and ignores vocab_size; it cannot load this checkpoint")
+
+
 def reconcile_vocab_size(spec: ModelSpec, tokenizer_vocab_size: int | None, warn: Warn | None = None) -> None:
     """Make NeMo 2.0 build the embedding with the checkpoint's row count.
 
@@ -289,6 +296,9 @@ def reconcile_vocab_size(spec: ModelSpec, tokenizer_vocab_size: int | None, warn
     if tokenizer_vocab_size > rows:
         raise MigratorError(f"model.embedding.word_embeddings.weight: {rows} rows, but the tokenizer has "
                             f"{tokenizer_vocab_size} tokens")
+    if padded != rows and load_model_table().families[spec.family].kind == "mamba":
+        raise MigratorError(_mamba_vocab_message(rows, f"{padded} (the tokenizer's {tokenizer_vocab_size} tokens "
+                                                       f"padded to a multiple of {divisible})"))
     if padded != rows:
         message = (f"model.embedding.word_embeddings.weight: {rows} rows, but NeMo 2.0 would pad the tokenizer's "
                    f"{tokenizer_vocab_size} tokens to {padded}; writing vocab_size={rows} "

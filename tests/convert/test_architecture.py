@@ -328,3 +328,15 @@ def test_gpt3_style_layernorm_bias_learned_positions_tied_checkpoint_is_accepted
         ("learned_absolute", True, None)
     assert spec.expected_keys == {"module." + k[len("model."):] for k in t if "_extra_state" not in k}
     assert "module.output_layer.weight" not in spec.expected_keys
+
+
+def test_nemotronh_vocab_that_nemo2_cannot_rebuild_is_an_error():
+    cfg, tensors = mamba_case()  # 256 embedding rows, make_vocab_size_divisible_by 128
+    spec = derive_model_spec(cfg, tensors, "nemotronh8b", "keep", lambda m: None)
+    reconcile_vocab_size(spec, 200)  # 200 -> 256: fine
+    assert "vocab_size" not in spec.config_kwargs
+    with pytest.raises(MigratorError, match=r"MambaModel always builds 128 .* ignores vocab_size"):
+        reconcile_vocab_size(spec, 100)
+    cfg["make_vocab_size_divisible_by"] = 96
+    with pytest.raises(MigratorError, match=r"256 rows, but NeMo 2\.0's MambaModel always builds a multiple of 96"):
+        derive_model_spec(cfg, tensors, "nemotronh8b", "keep", lambda m: None)
