@@ -14,7 +14,6 @@ unpickle into torch's own classes.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,9 +83,7 @@ class DataFile:
 
     def close(self) -> None:
         if not self.handle.closed:
-            self.handle.flush()
-            os.fsync(self.handle.fileno())
-            self.handle.close()
+            self.handle.close()  # flushed to disk with everything else before OUT appears (pipeline._fsync_tree)
 
 
 class DcpWriter:
@@ -174,16 +171,12 @@ class DcpWriter:
 def write_file(path: Path, data: bytes) -> None:
     with open(path, "wb") as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def write_common(directory: Path, state: dict | None = None) -> None:
     """`common.pt`: the non-sharded checkpoint state (see COMMON_STATE)."""
     with open(directory / "common.pt", "wb") as f:
         write_plain(f, COMMON_STATE if state is None else state)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def write_backend_marker(directory: Path) -> None:

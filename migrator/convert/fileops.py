@@ -31,9 +31,11 @@ def _check(cancel: threading.Event | None) -> None:
 
 def copy_range(src_fd: int, src_offset: int, size: int, dest: Path, *, progress: ProgressFn | None = None,
                cancel: threading.Event | None = None) -> None:
-    """Copy `size` bytes at `src_offset` of an open file into a new file `dest`, and flush it to disk.
+    """Copy `size` bytes at `src_offset` of an open file into a new file `dest`.
 
-    Raises EOFError when the source ends early (a truncated file or archive).
+    Raises EOFError when the source ends early (a truncated file or archive). The caller flushes the output to
+    disk once everything is written (see pipeline._fsync_tree): one fsync per file at the end lets the kernel
+    write back all files concurrently instead of waiting for each in turn.
     """
     with open(dest, "wb") as out:
         out_fd = out.fileno()
@@ -71,7 +73,6 @@ def copy_range(src_fd: int, src_offset: int, size: int, dest: Path, *, progress:
             done += n
             if progress is not None:
                 progress(n)
-        os.fsync(out_fd)
 
 
 def copy_file(src: Path, dest: Path, *, progress: ProgressFn | None = None,
@@ -114,8 +115,6 @@ def copy_stream(stream: BinaryIO, size: int, dest: Path, *, progress: ProgressFn
             done += len(data)
             if progress is not None:
                 progress(len(data))
-        out.flush()
-        os.fsync(out.fileno())
 
 
 def read_exactly(stream: BinaryIO, size: int) -> bytearray:

@@ -161,9 +161,15 @@ def _write_output(source: Source, plan: Plan, options: ConvertOptions, progress:
 
 
 def _fsync_tree(root: Path) -> None:
-    """Flush directory entries, so that after the rename a crash cannot leave an OUT with missing files."""
-    for directory in [root, *[p for p in root.rglob("*") if p.is_dir()]]:
-        fd = os.open(directory, os.O_RDONLY)
+    """Flush every file, then every directory entry, before the rename: after a crash an OUT is complete or absent.
+
+    Files are flushed here, once, rather than as each is written, so the kernel writes them back concurrently.
+    """
+    paths = sorted(root.rglob("*"), key=lambda p: p.is_dir())  # files first, then folders
+    for path in [*paths, root]:
+        if path.is_symlink():
+            continue
+        fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:

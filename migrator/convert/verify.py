@@ -155,7 +155,7 @@ def _read_output_object(weights: Path, obj: StoredObject) -> Any:
     return _load(weights / obj.member, obj.byte_offset, obj.byte_length)
 
 
-def _iter_source_items(source: Source) -> Iterator[tuple[StoredChunk | StoredObject, bytes]]:
+def _iter_source_items(source: Source) -> Iterator[tuple[StoredChunk | StoredObject, bytearray]]:
     """Every stored chunk and object of the source with its bytes, member by member (works for streams too)."""
     items: dict[str, list[StoredChunk | StoredObject]] = {}
     for chunks in source.chunks.values():
@@ -171,20 +171,20 @@ def _iter_source_items(source: Source) -> Iterator[tuple[StoredChunk | StoredObj
                     stream.seek(item.byte_offset)
                 else:
                     skip(stream, item.byte_offset - position)
-                data = bytes(read_exactly(stream, item.byte_length))
+                data = read_exactly(stream, item.byte_length)
             except EOFError:
                 raise MigratorError(f"{source.describe(member)}: truncated") from None
             position = item.byte_offset + len(data)
             yield item, data
 
 
-def _decode_source(item: StoredChunk | StoredObject, data: bytes, what: str) -> Any:
+def _decode_source(item: StoredChunk | StoredObject, data: bytearray, what: str) -> Any:
     torch = _torch()
     if isinstance(item, StoredChunk):
         if item.encoding == "raw":
             from migrator.convert.zarr_reader import decode_chunk
 
-            return decode_chunk(item, bytearray(data))
+            return decode_chunk(item, data)
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     with torch.serialization.safe_globals([io.BytesIO]):
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
@@ -238,6 +238,7 @@ def _compare(source: Source, index: DcpIndex, weights: Path, report: VerifyRepor
         if new_key not in index.tensors:
             continue
         source_tensor = _decode_source(item, data, what)
+        del data
         out_info = index.tensors[new_key]
         target_dtype = getattr(torch, out_info.dtype)
         if source_tensor.dtype != target_dtype:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from migrator.convert.verify import verify_checkpoint
 from tests.convert import checkpoint_factory as factory
 from tests.convert.conftest import LLAMA_ID, REPO, fixture_nemo, run_cli, with_settings
 
@@ -44,9 +45,8 @@ def test_convert_fixtures_then_verify(tmp_path: Path, name: str, model_id: str |
     assert result.returncode == 0, result.stderr
     assert f"wrote {out}" in result.stdout
     assert_complete(out)
-    check = run_cli("verify", out, "--against", fixture_nemo(name))
-    assert check.returncode == 0 and check.stdout.rstrip().endswith("OK"), check.stdout + check.stderr
-    assert "bit-equal" in check.stdout
+    report = verify_checkpoint(out, fixture_nemo(name))  # in-process: the CLI form is tested in test_verify
+    assert report.ok and "bit-equal" in report.lines()[-2], report.lines()
 
 
 def test_dash_aliases_and_dry_run_write_nothing(tmp_path: Path) -> None:
@@ -75,7 +75,7 @@ def test_existing_output_is_refused_and_replaced_with_force(tmp_path: Path) -> N
     (out / "stale-marker").write_text("old")
     assert_one_line_error(run_cli(*base), "already exists; pass --force")
     assert (out / "stale-marker").exists()
-    result = run_cli(*base, "--force", "--dtype", "fp16")
+    result = run_cli(*base, "--force")
     assert result.returncode == 0, result.stderr
     assert_complete(out)
     assert not (out / "stale-marker").exists()
@@ -93,7 +93,7 @@ def test_link_hard_links_an_extracted_folder(tmp_path: Path) -> None:
     for name in ("__0_0.distcp", "__0_1.distcp"):
         assert os.stat(out / "weights" / name).st_ino == os.stat(folder / "model_weights" / name).st_ino
     assert os.stat(out / "weights" / ".metadata").st_ino != os.stat(folder / "model_weights" / ".metadata").st_ino
-    assert run_cli("verify", out, "--against", folder).returncode == 0
+    assert verify_checkpoint(out, folder).ok
 
 
 def test_bare_model_weights_with_model_config_and_tokenizer_path(tmp_path: Path) -> None:
@@ -204,7 +204,7 @@ def test_strict_refuses_unknown_keys_and_default_carries_them(tmp_path: Path, ma
     lenient = run_cli("convert", "--input_path", nemo, "--output_path", out, "--model_id", LLAMA_ID)
     assert lenient.returncode == 0, lenient.stderr
     assert "warning: module.decoder.layers.self_attention.linear_proj.extra_scale: not a key of" in lenient.stderr
-    assert run_cli("verify", out, "--against", nemo).returncode == 0
+    assert verify_checkpoint(out, nemo).ok
 
 
 def test_failure_midway_leaves_no_output(tmp_path: Path, make_nemo) -> None:
@@ -248,3 +248,47 @@ def test_interrupt_leaves_no_output(tmp_path: Path, make_nemo, llama_config_text
     assert process.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert_nothing_written(out)
+
+
+def test_a_leftover_partial_output_is_refused_then_replaced_with_force(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    leftover = tmp_path / "out.partial"
+    (leftover / "weights").mkdir(parents=True)
+    base = ["convert", "--input_path", fixture_nemo("tiny_llama_torch_dist"), "--output_path", out,
+            "--model_id", LLAMA_ID]
+    assert_one_line_error(run_cli(*base), "out.partial: exists (an interrupted or a concurrent conversion)")
+    assert leftover.exists() and not out.exists()
+    assert run_cli(*base, "--force").returncode == 0
+    assert_complete(out)
+
+
+def test_help_and_the_command_module_do_not_import_torch() -> None:
+    code = ("import sys; import migrator.cli.convert_cmd, migrator.cli.main; "
+            "from click.testing import CliRunner; r = CliRunner().invoke(migrator.cli.main.cli, ['convert', '--help']); "
+            "assert r.exit_code == 0 and '--input_path' in r.output and '--input-path' in r.output, r.output; "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('migrator.convert')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_every_flag_of_nemos_converter_is_accepted(tmp_path: Path) -> None:
+    result = run_cli("convert", "--help")
+    for flag in ("--input_path", "--output_path", "--model_id", "--tokenizer_path", "--tokenizer_library",
+                 "--tokenizer_vocab_file", "--tokenizer_model_name", "--model_config", "--dtype", "--dry-run",
+                 "--force", "--link", "--strict", "--workers", "--reset-attention-extra-state"):
+        assert flag in result.stdout, flag
+
+
+def test_plain_progress_lines() -> None:
+    from migrator.convert.progress import PlainProgress, make_progress
+
+    stream = io.StringIO()
+    assert isinstance(make_progress(stream), PlainProgress)  # not a terminal
+    progress = PlainProgress(stream, interval=0.0)
+    progress.start(2000, "writing weights")
+    progress.advance(1000)
+    progress.finish()
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "nemo-migrate: writing weights: 2.0 KB"
+    assert "1.0 KB of 2.0 KB (50%)" in lines[1] and lines[2].startswith("nemo-migrate: writing weights: done, 1.0 KB")

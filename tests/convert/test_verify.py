@@ -61,9 +61,15 @@ def test_missing_pieces_are_reported(converted: Path, tmp_path: Path) -> None:
 
 
 def test_verify_after_a_cast(tmp_path: Path) -> None:
+    import io
+
+    from migrator.convert.pipeline import convert
+    from migrator.convert.plan import ConvertOptions
+    from migrator.convert.progress import PlainProgress
+
     out = tmp_path / "fp32"
-    assert run_cli("convert", "--input_path", fixture_nemo("tiny_llama_zarr"), "--output_path", out, "--model_id",
-                   LLAMA_ID, "--dtype", "fp32").returncode == 0
+    convert(ConvertOptions(fixture_nemo("tiny_llama_zarr"), out, model_id=LLAMA_ID, dtype="fp32"),
+            warn=lambda message: None, out=io.StringIO(), progress=PlainProgress(io.StringIO()))
     report = verify_checkpoint(out, fixture_nemo("tiny_llama_torch_dist"))
     assert report.ok and any("equal (9 after the cast" in c for c in report.checks), report.lines()
 
