@@ -96,6 +96,38 @@ def run_cli(*args: str | Path, timeout: float = 120, env: dict | None = None) ->
                           timeout=timeout, cwd=REPO, env={**os.environ, **(env or {})})
 
 
-@pytest.fixture
-def cli() -> Callable[..., subprocess.CompletedProcess]:
-    return run_cli
+@pytest.fixture(scope="session")
+def megatron_reader():
+    """megatron-core's dist_checkpointing (0.16.x here) with a one-process gloo group, as NeMo 2.0 loads."""
+    import re
+    import socket
+
+    import torch
+    import torch.distributed as dist
+
+    pytest.importorskip("megatron.core")
+    from megatron.core import dist_checkpointing
+    from megatron.core.dist_checkpointing import ShardedObject, ShardedTensor
+
+    if not dist.is_initialized():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+
+    def load(directory: Path) -> tuple[dict, dict]:
+        from torch.distributed.checkpoint import FileSystemReader
+
+        metadata = dist_checkpointing.load_tensors_metadata(str(directory))
+        request: dict = {k: ShardedTensor.from_rank_offsets(k, torch.empty(v.global_shape, dtype=v.dtype))
+                         for k, v in metadata.items()}
+        for key in FileSystemReader(str(directory)).read_metadata().state_dict_metadata:
+            match = re.match(r"(.*)/shard_([\d.]+)_([\d.]+)$", key)
+            if match:
+                offset = tuple(int(x) for x in match.group(2).split("."))
+                shape = tuple(int(x) for x in match.group(3).split("."))
+                request[key] = ShardedObject(match.group(1), None, shape, offset, replica_id=0)
+        loaded = dist_checkpointing.load(request, str(directory))
+        common = dist_checkpointing.load_common_state_dict(str(directory))
+        return loaded, common
+    return load

@@ -19,7 +19,6 @@ from migrator.errors import MigratorError
 from tests.convert import checkpoint_factory as factory
 from tests.convert.checkpoint_factory import bits, read_dcp
 from tests.convert.conftest import LLAMA_ID, fixture_nemo, with_settings
-from tests.convert.test_weights_torch_dist import megatron_reader  # noqa: F401 - shared session fixture
 
 
 def run_convert(source: Path, output: Path, **options) -> tuple[Path, list[str]]:
