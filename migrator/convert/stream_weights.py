@@ -4,19 +4,21 @@ Used for zarr sources and for `--dtype` casts. Memory stays near one chunk whate
 - a same-dtype zarr chunk without compression is copied from source to output in 8 MB pieces (not even one
   chunk in memory); an edge chunk (zarr pads those) or a compressed one is decoded in memory first;
 - a same-dtype torch_dist chunk is already a `torch.save` archive and is copied as it is;
-- a cast loads one chunk with torch, casts it and writes it (the only part that imports torch).
+- a cast loads one chunk with torch (in place from the file where it can), casts and writes it in 64 MB blocks
+  (the only part that imports torch).
 Sharded objects: torch_dist ones are copied byte for byte; zarr ones (bare objects) are wrapped in the
 one-element list torch_dist stores; reset or added ones are `[None]`.
 Output chunks keep the source's chunk layout (one or more per layer), each written as `torch.save(chunk)`.
 """
 from __future__ import annotations
 
+import gzip
+import io
 import threading
 import zlib
-import gzip
 from collections import defaultdict
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 from migrator.convert.chunks import StoredChunk, itemsize
 from migrator.convert.dcp_writer import DataFile, DcpWriter, none_object_blob
@@ -81,11 +83,19 @@ def _decode_raw_same_dtype(chunk: StoredChunk, data: bytearray) -> memoryview:
     return memoryview(region).cast("B")
 
 
-def _cast_bytes(tensor: "object", dtype: str) -> memoryview:
+CAST_BLOCK = 64 << 20  # bytes of output cast at a time: a cast holds one source chunk plus this much
+
+
+def _cast_pieces(tensor: "object", dtype: str) -> Iterator[memoryview]:
+    """The chunk cast to `dtype`, as C-order bytes, one block at a time (never the whole cast chunk in memory)."""
     import torch
 
-    out = tensor.to(getattr(torch, dtype)).contiguous()  # type: ignore[attr-defined]
-    return memoryview(out.view(torch.uint8).numpy()).cast("B") if out.numel() else memoryview(b"")
+    target = getattr(torch, dtype)
+    flat = tensor.contiguous().reshape(-1)  # type: ignore[attr-defined]
+    step = max(1, CAST_BLOCK // itemsize(dtype))
+    for start in range(0, flat.numel(), step):
+        block = flat[start:start + step].to(target)
+        yield memoryview(block.view(torch.uint8).numpy()).cast("B")
 
 
 def _chunk_job(writer: DcpWriter, tensor: TensorPlan, chunk: StoredChunk, source: Source, progress: Progress,
@@ -108,27 +118,33 @@ def _chunk_job(writer: DcpWriter, tensor: TensorPlan, chunk: StoredChunk, source
             if chunk.byte_length > nbytes:
                 skip(stream, chunk.byte_length - nbytes)
             return
+        if chunk.encoding == "torch_save":  # a cast (same-dtype blobs were copied above)
+            if source.random_access:  # torch.load reads the blob in place: one copy of the chunk in memory
+                with source.open_range(chunk.member, chunk.byte_offset, chunk.byte_length) as blob:
+                    loaded = _load_torch_chunk(blob, chunk, what)
+                progress.advance(chunk.byte_length)
+            else:  # a stream: the blob's bytes, then the tensor
+                loaded = _load_torch_chunk(io.BytesIO(_read_all(stream, chunk.byte_length, progress, what)),
+                                           chunk, what)
+            writer.write_chunk(out, tensor.new_key, chunk.offsets, chunk.sizes, nbytes,
+                               _cast_pieces(loaded, tensor.dtype))
+            return
         data = _read_all(stream, chunk.byte_length, progress, what)
-        if chunk.encoding == "raw" and same:
-            payload = _decode_raw_same_dtype(chunk, data)
-        elif chunk.encoding == "raw":
+        if same:
+            pieces: Iterable[memoryview] = [_decode_raw_same_dtype(chunk, data)]
+        else:
             from migrator.convert.zarr_reader import decode_chunk
 
-            payload = _cast_bytes(decode_chunk(chunk, data), tensor.dtype)
-        else:
-            payload = _cast_bytes(_load_torch_chunk(data, chunk, what), tensor.dtype)
-        del data
-        writer.write_chunk(out, tensor.new_key, chunk.offsets, chunk.sizes, nbytes, [payload])
+            pieces = _cast_pieces(decode_chunk(chunk, data), tensor.dtype)  # shares `data` (a full chunk)
+        writer.write_chunk(out, tensor.new_key, chunk.offsets, chunk.sizes, nbytes, pieces)
     return job
 
 
-def _load_torch_chunk(data: bytearray, chunk: StoredChunk, what: str) -> "object":
-    import io
-
+def _load_torch_chunk(blob: BinaryIO, chunk: StoredChunk, what: str) -> "object":
     import torch
 
     try:
-        tensor = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        tensor = torch.load(blob, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unreadable blob is bad input
         raise MigratorError(f"{what}: chunk of {chunk.key} at {list(chunk.offsets)} is unreadable "
                             f"({type(error).__name__}: {error})") from None
