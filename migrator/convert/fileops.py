@@ -123,9 +123,11 @@ def read_exactly(stream: BinaryIO, size: int) -> bytearray:
     view = memoryview(buffer)
     done = 0
     while done < size:
-        n = stream.readinto(view[done:]) if hasattr(stream, "readinto") else None
+        # at most BUFFER per call: a compressed tar's stream builds each read as one bytes object first
+        want = min(BUFFER, size - done)
+        n = stream.readinto(view[done:done + want]) if hasattr(stream, "readinto") else None
         if n is None:
-            data = stream.read(size - done)
+            data = stream.read(want)
             n = len(data)
             view[done:done + n] = data
         if not n:

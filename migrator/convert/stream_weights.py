@@ -13,7 +13,6 @@ Output chunks keep the source's chunk layout (one or more per layer), each writt
 from __future__ import annotations
 
 import gzip
-import io
 import threading
 import zlib
 from collections import defaultdict
@@ -123,9 +122,8 @@ def _chunk_job(writer: DcpWriter, tensor: TensorPlan, chunk: StoredChunk, source
                 with source.open_range(chunk.member, chunk.byte_offset, chunk.byte_length) as blob:
                     loaded = _load_torch_chunk(blob, chunk, what)
                 progress.advance(chunk.byte_length)
-            else:  # a stream: the blob's bytes, then the tensor
-                loaded = _load_torch_chunk(io.BytesIO(_read_all(stream, chunk.byte_length, progress, what)),
-                                           chunk, what)
+            else:  # a stream: the blob's bytes, viewed as the tensor without a second copy
+                loaded = view_torch_chunk(_read_all(stream, chunk.byte_length, progress, what), chunk, what)
             writer.write_chunk(out, tensor.new_key, chunk.offsets, chunk.sizes, nbytes,
                                _cast_pieces(loaded, tensor.dtype))
             return
@@ -138,6 +136,25 @@ def _chunk_job(writer: DcpWriter, tensor: TensorPlan, chunk: StoredChunk, source
             pieces = _cast_pieces(decode_chunk(chunk, data), tensor.dtype)  # shares `data` (a full chunk)
         writer.write_chunk(out, tensor.new_key, chunk.offsets, chunk.sizes, nbytes, pieces)
     return job
+
+
+def view_torch_chunk(data: bytearray, chunk: StoredChunk, what: str) -> "object":
+    """The tensor of a `torch.save` blob held in memory, as a view of those bytes (torch.load would copy them)."""
+    import torch
+
+    from migrator.convert.torch_save_format import tensor_layout
+
+    layout = tensor_layout(data, f"{what} ({chunk.key} at {list(chunk.offsets)})")
+    if layout.dtype != chunk.dtype or tuple(layout.size) != tuple(chunk.sizes):
+        raise MigratorError(f"{what}: chunk of {chunk.key} at {list(chunk.offsets)} holds {list(layout.size)} "
+                            f"{layout.dtype}, the index says {list(chunk.sizes)} {chunk.dtype}")
+    if layout.data_length < layout.storage_numel * itemsize(layout.dtype):
+        raise MigratorError(f"{what}: chunk of {chunk.key} at {list(chunk.offsets)} is truncated")
+    if layout.storage_numel == 0:
+        return torch.empty(layout.size, dtype=getattr(torch, layout.dtype))
+    storage = torch.frombuffer(data, dtype=getattr(torch, layout.dtype), count=layout.storage_numel,
+                               offset=layout.data_offset)
+    return storage.as_strided(layout.size, layout.stride, layout.storage_offset)
 
 
 def _load_torch_chunk(blob: BinaryIO, chunk: StoredChunk, what: str) -> "object":

@@ -21,6 +21,7 @@ import struct
 import uuid
 import zipfile
 import zlib
+from dataclasses import dataclass
 from typing import BinaryIO, Iterable
 
 from migrator.convert.safe_pickle import PersistentRef, dump_stand_ins, load_allowlisted, make_object, stand_in
@@ -211,3 +212,77 @@ def wrap_object(data: bytes, what: str) -> bytes:
     out = io.BytesIO()
     write_archive(out, dump_stand_ins([obj], protocol=2), storages)
     return out.getvalue()
+
+
+@dataclass(frozen=True)
+class TensorLayout:
+    """Where a `torch.save(tensor)` archive keeps its tensor: enough to view the bytes without torch.load."""
+
+    dtype: str
+    size: tuple[int, ...]
+    stride: tuple[int, ...]
+    storage_offset: int  # in elements
+    storage_numel: int
+    data_offset: int  # byte offset of the storage record inside the archive
+    data_length: int
+
+
+def _record_offsets(view: memoryview, what: str) -> dict[str, tuple[int, int]]:
+    """{record name without prefix: (data offset, length)} of a stored zip held in memory (nothing copied)."""
+    tail = bytes(view[max(0, len(view) - 65557):])
+    end = tail.rfind(b"PK\x05\x06")
+    if end < 0:
+        raise MigratorError(f"{what}: not a torch.save archive (no zip end record)")
+    end += max(0, len(view) - 65557)
+    _, _, _, _, count, directory_size, directory_offset, _ = _END.unpack_from(view, end)
+    if directory_offset == _U32 or count == 0xFFFF:
+        locator = end - _ZIP64_LOCATOR.size
+        _, _, zip64_end, _ = _ZIP64_LOCATOR.unpack_from(view, locator)
+        _, _, _, _, _, _, _, count, directory_size, directory_offset = _ZIP64_END.unpack_from(view, zip64_end)
+    records: dict[str, tuple[int, int]] = {}
+    position = directory_offset
+    for _ in range(count):
+        (signature, _, _, _, method, _, _, _, compressed, size, name_length, extra_length, comment_length, _, _, _,
+         header_offset) = _CENTRAL_HEADER.unpack_from(view, position)
+        if signature != 0x02014B50 or method != 0:
+            raise MigratorError(f"{what}: not a stored (uncompressed) torch.save archive")
+        start = position + _CENTRAL_HEADER.size
+        name = bytes(view[start:start + name_length]).decode("utf-8")
+        extra = bytes(view[start + name_length:start + name_length + extra_length])
+        values = [v for v in (size, compressed, header_offset)]
+        i = 0
+        while i + 4 <= len(extra):  # zip64 extended information: the fields that overflowed, in this order
+            tag, length = struct.unpack_from("<HH", extra, i)
+            if tag == 1:
+                wide = list(struct.unpack_from("<" + "Q" * (length // 8), extra, i + 4))
+                for index in range(3):
+                    if values[index] == _U32 and wide:
+                        values[index] = wide.pop(0)
+            i += 4 + length
+        size, _, header_offset = values
+        local_name, local_extra = struct.unpack_from("<HH", view, header_offset + 26)
+        records[name.split("/", 1)[-1]] = (header_offset + _LOCAL_HEADER.size + local_name + local_extra, size)
+        position = start + name_length + extra_length + comment_length
+    return records
+
+
+def tensor_layout(data: bytes | bytearray | memoryview, what: str) -> TensorLayout:
+    """Read a `torch.save(tensor)` archive's layout (allowlisted unpickling of data.pkl; torch is not needed)."""
+    view = memoryview(data).cast("B")
+    records = _record_offsets(view, what)
+    if "data.pkl" not in records:
+        raise MigratorError(f"{what}: torch.save archive without data.pkl")
+    start, length = records["data.pkl"]
+    obj = load_allowlisted(bytes(view[start:start + length]), OBJECT_GLOBALS, what, persistent=True)
+    args = getattr(obj, "args", ())
+    if not (getattr(obj, "pickle_name", "") == "_rebuild_tensor_v2" and len(args) >= 4
+            and isinstance(args[0], PersistentRef)):
+        raise MigratorError(f"{what}: does not hold a plain tensor")
+    pid = args[0].pid
+    storage_types = {v: k for k, v in STORAGE_TYPES.items()}
+    storage_class = getattr(pid[1], "pickle_name", None) if len(pid) == 5 else None
+    if pid[0] != "storage" or storage_class not in storage_types or f"data/{pid[2]}" not in records:
+        raise MigratorError(f"{what}: unexpected tensor storage reference {pid!r}")
+    data_offset, data_length = records[f"data/{pid[2]}"]
+    return TensorLayout(storage_types[storage_class], tuple(args[2]), tuple(args[3]), int(args[1]), int(pid[4]),
+                        data_offset, data_length)

@@ -185,7 +185,9 @@ def _decode_source(item: StoredChunk | StoredObject, data: bytearray, what: str)
             from migrator.convert.zarr_reader import decode_chunk
 
             return decode_chunk(item, data)
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        from migrator.convert.stream_weights import view_torch_chunk
+
+        return view_torch_chunk(data, item, what)  # a view of `data`, not a second copy
     with torch.serialization.safe_globals([io.BytesIO]):
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     return obj if item.wrapped else [obj]

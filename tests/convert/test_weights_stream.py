@@ -180,3 +180,26 @@ def test_wrapping_zarr_objects_keeps_content_and_refuses_code(tmp_path: Path) ->
     with pytest.raises(MigratorError, match="not a torch.save archive"):
         read_records(b"PK junk", "obj")
     assert pickle.loads(pickle.dumps(None)) is None
+
+
+def test_tensor_layout_views_torch_save_bytes_without_torch_load() -> None:
+    from migrator.convert.source import open_source
+    from migrator.convert.torch_save_format import tensor_layout
+
+    def view(blob: bytearray) -> torch.Tensor:
+        layout = tensor_layout(blob, "blob")
+        storage = torch.frombuffer(blob, dtype=getattr(torch, layout.dtype), count=layout.storage_numel,
+                                   offset=layout.data_offset)
+        return storage.as_strided(layout.size, layout.stride, layout.storage_offset)
+
+    for tensor in (torch.randn(3, 4).to(torch.bfloat16), torch.arange(20.0)[5:15].view(2, 5), torch.randn(4, 6).t()):
+        buffer = io.BytesIO()
+        torch.save(tensor, buffer)
+        assert torch.equal(view(bytearray(buffer.getvalue())), tensor)
+    with open_source(fixture_nemo("tiny_llama_torch_dist")) as source:  # blobs written by megatron-core
+        chunk = source.chunks["model.decoder.layers.mlp.linear_fc1.weight"][3]
+        with source.open_range(chunk.member, chunk.byte_offset, chunk.byte_length) as blob:
+            data = bytearray(blob.read())
+    assert torch.equal(view(data), torch.load(io.BytesIO(bytes(data)), weights_only=True))
+    with pytest.raises(MigratorError, match="blob: not a torch.save archive"):
+        tensor_layout(b"no zip here", "blob")
