@@ -26,6 +26,17 @@ def _warn(message: str) -> None:
     click.echo(f"nemo-migrate: warning: {message}", err=True)
 
 
+def _exit_now(code: int) -> None:
+    """Exit at once with `code`, after the partial output was removed. A normal interpreter exit after an
+    interrupt can wait on a worker thread still inside a slow import (torch), and CPython may re-raise SIGINT
+    at exit when the interrupt landed in some import machinery; neither helps a user who pressed Ctrl-C."""
+    import os
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 class _Terminated(BaseException):
     """SIGTERM, raised in the main thread so that the partial output is cleaned up as for Ctrl-C."""
 
@@ -90,7 +101,8 @@ def convert(**kwargs: object) -> None:
         _fail(str(error))
     except (KeyboardInterrupt, _Terminated, Cancelled):
         cancel.set()
-        _fail(f"interrupted; {options.output_path} was not written", 130)
+        click.echo(f"nemo-migrate: error: interrupted; {options.output_path} was not written", err=True)
+        _exit_now(130)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

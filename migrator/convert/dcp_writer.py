@@ -131,6 +131,18 @@ class DcpWriter:
             else:
                 self._tensors[key].chunks.append(_Chunk(tensor_chunk[0], tensor_chunk[1], file.name, start, length))
 
+    def copy_blob(self, file: DataFile, key: str, src_fd: int, src_offset: int, length: int,
+                  tensor_chunk: tuple[tuple[int, ...], tuple[int, ...]], *, progress=None, cancel=None) -> None:
+        """Append a chunk's archive copied byte for byte (in the kernel) from a torch_dist source file."""
+        from migrator.convert.fileops import copy_into
+
+        file.handle.flush()
+        start = file.handle.tell()
+        copy_into(src_fd, src_offset, file.handle.fileno(), start, length, progress=progress, cancel=cancel)
+        file.handle.seek(start + length)
+        with self._lock:
+            self._tensors[key].chunks.append(_Chunk(tensor_chunk[0], tensor_chunk[1], file.name, start, length))
+
     def add_existing_object(self, key: str, file_name: str, offset: int, length: int) -> None:
         """Index an object whose bytes are already in a data file of this directory (copied by the fast path)."""
         self._objects[key] = (file_name, offset, length)

@@ -11,6 +11,7 @@ import errno
 import io
 import os
 import threading
+import zlib
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -73,6 +74,55 @@ def copy_range(src_fd: int, src_offset: int, size: int, dest: Path, *, progress:
             done += n
             if progress is not None:
                 progress(n)
+
+
+def copy_into(src_fd: int, src_offset: int, out_fd: int, out_offset: int, size: int, *,
+              progress: ProgressFn | None = None, cancel: threading.Event | None = None) -> None:
+    """Copy `size` bytes between two open files at explicit offsets (neither file position moves).
+
+    In the kernel where possible (copy_file_range), else through a buffer (pread/pwrite). Raises EOFError when
+    the source ends early.
+    """
+    done = 0
+    kernel = hasattr(os, "copy_file_range")
+    while done < size:
+        _check(cancel)
+        want = min(SLICE if kernel else BUFFER, size - done)
+        if kernel:
+            try:
+                n = os.copy_file_range(src_fd, out_fd, want, src_offset + done, out_offset + done)
+            except OSError as error:
+                if error.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM):
+                    raise
+                kernel = False
+                continue
+        else:
+            data = os.pread(src_fd, want, src_offset + done)
+            n = len(data)
+            view = memoryview(data)
+            position = out_offset + done
+            while view:
+                written = os.pwrite(out_fd, view, position)
+                view, position = view[written:], position + written
+        if n == 0:
+            raise EOFError(f"source ended after {done} of {size} bytes")
+        done += n
+        if progress is not None:
+            progress(n)
+
+
+def crc32_of_range(fd: int, offset: int, size: int, cancel: threading.Event | None = None) -> int:
+    """The CRC-32 of `size` bytes at `offset` of an open file (reads in BUFFER pieces; releases the GIL)."""
+    crc = 0
+    done = 0
+    while done < size:
+        _check(cancel)
+        data = os.pread(fd, min(BUFFER, size - done), offset + done)
+        if not data:
+            raise EOFError(f"source ended after {done} of {size} bytes")
+        crc = zlib.crc32(data, crc)
+        done += len(data)
+    return crc
 
 
 def copy_file(src: Path, dest: Path, *, progress: ProgressFn | None = None,
@@ -157,6 +207,14 @@ class FileSlice(io.RawIOBase):
         self._start = offset
         self._length = length
         self._position = 0
+
+    def fileno(self) -> int:
+        return self._fd
+
+    @property
+    def start(self) -> int:
+        """Where the slice begins in the underlying file (for in-kernel copies of its bytes)."""
+        return self._start
 
     def readable(self) -> bool:
         return True

@@ -2,9 +2,10 @@
 
 Order of work:
 1. open the source (checks the archive and the weights' index; nothing extracted);
-2. derive the NeMo 2.0 model spec from model_config.yaml and the tensor shapes, resolve the tokenizer
-   (the context side of the converter: `architecture`, `tokenizer`, `context`);
-3. plan the route (copy/link vs stream), check `--strict`, print the plan for `--dry-run` and stop;
+2. plan the route (copy/link vs stream);
+3. derive the NeMo 2.0 model spec from model_config.yaml and the tensor shapes, resolve the tokenizer (the
+   context side of the converter: `architecture`, `tokenizer`, `context`) and check `--strict`; `--dry-run`
+   prints the plan and stops here; otherwise the weights are already being written meanwhile (step 4);
 4. write everything into `OUT.partial/`: weights data and index, `common.pt`, `context/`, and
    `weights/metadata.json` last;
 5. rename `OUT.partial/` to `OUT` (an existing OUT, with `--force`, is moved aside first and deleted after).
@@ -108,13 +109,12 @@ def convert(options: ConvertOptions, *, warn: Warn, out: TextIO, progress: Progr
 
     _check_paths(options)
     with open_source(options.input_path, options.model_config) as source:
-        spec, tokenizer = _context_side(source, options, _warn)
         plan = build_plan(source, options, _warn)
-        plan.spec, plan.tokenizer = spec, tokenizer
-        check_strict(plan, options.strict, _warn)
         plan.warnings = warnings
         free = _free_bytes(options.output_path)
         if options.dry_run:
+            plan.spec, plan.tokenizer = _context_side(source, options, _warn)
+            check_strict(plan, options.strict, _warn)
             out.write(render_plan(plan, source, options, free) + "\n")
             return ConvertResult(None, plan, warnings)
         if free is not None and free < plan.disk_bytes:
@@ -124,40 +124,79 @@ def convert(options: ConvertOptions, *, warn: Warn, out: TextIO, progress: Progr
     return ConvertResult(options.output_path, plan, warnings, files)
 
 
+class _Background:
+    """Runs a function on a thread; `join()` waits (interruptibly) and re-raises what it raised."""
+
+    def __init__(self, function: Callable[[], object]) -> None:
+        self._result: dict[str, object] = {}
+        self._thread = threading.Thread(target=self._run, args=(function,), daemon=True)
+        self._thread.start()
+
+    def _run(self, function: Callable[[], object]) -> None:
+        try:
+            self._result["value"] = function()
+        except BaseException as error:  # noqa: BLE001 - re-raised in join()
+            self._result["error"] = error
+
+    def join(self) -> object:
+        while self._thread.is_alive():
+            self._thread.join(timeout=0.2)
+        if "error" in self._result:
+            raise self._result["error"]  # type: ignore[misc]
+        return self._result.get("value")
+
+
 def _write_output(source: Source, plan: Plan, options: ConvertOptions, progress: Progress,
                   cancel: threading.Event, warn: Warn) -> dict[str, int]:
-    from migrator.convert.context import write_context
+    """Write OUT.partial/ and rename it to OUT.
 
+    The weights are written on a second thread while the model spec and tokenizer are derived (about half a
+    second of parsing that would otherwise come before the first byte is copied). If the spec fails (bad model
+    id, shapes that contradict the YAML, --strict), the copy is cancelled and nothing is left behind.
+    """
     partial = partial_path(options.output_path)
     if partial.exists():  # --force (checked in _check_paths): a leftover of an interrupted run
         shutil.rmtree(partial)
     partial.parent.mkdir(parents=True, exist_ok=True)
     partial.mkdir()
-    files: dict[str, int] = {}
+    weights = partial / "weights"
+    writing: _Background | None = None
     try:
-        weights = partial / "weights"
         progress.start(plan.source_bytes, f"{'linking' if plan.mode == 'link' else 'writing'} weights")
-        if plan.mode == "stream":
-            from migrator.convert.stream_weights import write_streamed_weights
-
-            write_streamed_weights(source, plan, weights, workers=options.workers, progress=progress,
-                                   cancel=cancel)
-        else:
-            from migrator.convert.copy_weights import write_copied_weights
-
-            files = write_copied_weights(source, plan, weights, workers=options.workers, progress=progress,
-                                         cancel=cancel)
+        writing = _Background(lambda: _write_weights(source, plan, weights, options, progress, cancel))
+        plan.spec, plan.tokenizer = _context_side(source, options, warn)
+        check_strict(plan, options.strict, warn)
+        files = writing.join()
         progress.finish()
         write_common(weights)
-        assert plan.spec is not None and plan.tokenizer is not None
+        from migrator.convert.context import write_context
+
         write_context(partial / "context", plan.spec, plan.tokenizer, warn)
         write_backend_marker(weights)
         _fsync_tree(partial)
         _replace(partial, options.output_path)
     except BaseException:
+        cancel.set()
+        if writing is not None:  # stop the weights thread before removing what it writes
+            try:
+                writing.join()
+            except BaseException:  # noqa: BLE001 - the first error is the one to report
+                pass
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    return files
+    return files  # type: ignore[return-value]
+
+
+def _write_weights(source: Source, plan: Plan, weights: Path, options: ConvertOptions, progress: Progress,
+                   cancel: threading.Event) -> dict[str, int]:
+    if plan.mode == "stream":
+        from migrator.convert.stream_weights import write_streamed_weights
+
+        write_streamed_weights(source, plan, weights, workers=options.workers, progress=progress, cancel=cancel)
+        return {}
+    from migrator.convert.copy_weights import write_copied_weights
+
+    return write_copied_weights(source, plan, weights, workers=options.workers, progress=progress, cancel=cancel)
 
 
 def _fsync_tree(root: Path) -> None:

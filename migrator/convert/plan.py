@@ -89,13 +89,15 @@ class Plan:
         small = 1 << 20  # .metadata, common.pt, metadata.json, context/ (without tokenizer files)
         small += sum(len(v) if isinstance(v, bytes) else _path_size(v)
                      for v in (self.tokenizer.files.values() if self.tokenizer else []))
-        objects = sum(o.stored.byte_length + ARCHIVE_OVERHEAD if o.stored is not None else ARCHIVE_OVERHEAD
-                      for o in self.objects)
+        # reset or added objects are written anew on every route (a [None] archive each)
+        new_objects = ARCHIVE_OVERHEAD * sum(1 for o in self.objects if o.action != "carry")
         if self.mode == "copy":
-            return sum(self.data_files.values()) + small + objects * (any(o.action != "carry" for o in self.objects))
+            return sum(self.data_files.values()) + small + new_objects
         if self.mode == "link":
-            return small + ARCHIVE_OVERHEAD * len(self.objects)
-        return small + objects + sum(t.nbytes + ARCHIVE_OVERHEAD * len(t.chunks) for t in self.tensors)
+            return small + new_objects
+        carried = sum(o.stored.byte_length + ARCHIVE_OVERHEAD for o in self.objects
+                      if o.stored is not None and o.action == "carry")
+        return small + new_objects + carried + sum(t.nbytes + ARCHIVE_OVERHEAD * len(t.chunks) for t in self.tensors)
 
 
 def _path_size(path: Path) -> int:

@@ -1,8 +1,9 @@
 """The streaming route: read every stored chunk, cast it if asked, write it into a torch_dist checkpoint of our own.
 
 Used for zarr sources and for `--dtype` casts. Memory stays near one chunk whatever the model size:
-- a same-dtype zarr chunk without compression is copied from source to output in 8 MB pieces (not even one
-  chunk in memory); an edge chunk (zarr pads those) or a compressed one is decoded in memory first;
+- a same-dtype zarr chunk without compression is copied from source to output in the kernel (copy_file_range)
+  while a second thread computes its CRC, or in 8 MB pieces from a compressed stream (never a chunk in memory);
+  an edge chunk (zarr pads those) or a compressed one is decoded in memory first;
 - a same-dtype torch_dist chunk is already a `torch.save` archive and is copied as it is;
 - a cast loads one chunk with torch (in place from the file where it can), casts and writes it in 64 MB blocks
   (the only part that imports torch).
@@ -22,11 +23,11 @@ from typing import BinaryIO, Callable, Iterable, Iterator
 from migrator.convert.chunks import StoredChunk, itemsize
 from migrator.convert.dcp_writer import DataFile, DcpWriter, none_object_blob
 from migrator.convert.extra_state import ObjectPlan
-from migrator.convert.fileops import BUFFER, Cancelled, read_exactly, skip
+from migrator.convert.fileops import BUFFER, Cancelled, FileSlice, read_exactly, skip
 from migrator.convert.plan import Plan, TensorPlan
 from migrator.convert.progress import Progress
 from migrator.convert.source import Source
-from migrator.convert.torch_save_format import wrap_object
+from migrator.convert.torch_save_format import FileRange, wrap_object
 from migrator.convert.workers import run_tasks
 from migrator.errors import MigratorError
 
@@ -107,14 +108,26 @@ def _chunk_job(writer: DcpWriter, tensor: TensorPlan, chunk: StoredChunk, source
     same = tensor.dtype == tensor.source_dtype
 
     def job(stream: BinaryIO, out: DataFile) -> None:
+        # the bytes can be copied in the kernel when the source is a plain file range (not a compressed stream)
+        in_file = isinstance(stream, FileSlice)
         if chunk.encoding == "torch_save" and same:
-            writer.write_blob(out, tensor.new_key, pieces=_pieces(stream, chunk.byte_length, progress, cancel, what),
-                              tensor_chunk=(chunk.offsets, chunk.sizes))
+            if in_file:
+                writer.copy_blob(out, tensor.new_key, stream.fileno(), stream.start + stream.tell(), chunk.byte_length,
+                                 (chunk.offsets, chunk.sizes), progress=progress.advance, cancel=cancel)
+            else:
+                writer.write_blob(out, tensor.new_key, pieces=_pieces(stream, chunk.byte_length, progress, cancel,
+                                                                      what), tensor_chunk=(chunk.offsets, chunk.sizes))
             return
         if chunk.encoding == "raw" and same and chunk.compressor is None and chunk.sizes == chunk.stored_shape:
-            writer.write_chunk(out, tensor.new_key, chunk.offsets, chunk.sizes, nbytes,
-                               _pieces(stream, nbytes, progress, cancel, what))
-            if chunk.byte_length > nbytes:
+            if in_file:
+                data: object = FileRange(stream.fileno(), stream.start + stream.tell(), progress.advance, cancel)
+            else:
+                data = _pieces(stream, nbytes, progress, cancel, what)
+            try:
+                writer.write_chunk(out, tensor.new_key, chunk.offsets, chunk.sizes, nbytes, data)  # type: ignore[arg-type]
+            except EOFError:
+                raise MigratorError(f"{what}: truncated chunk of {chunk.key}") from None
+            if not in_file and chunk.byte_length > nbytes:
                 skip(stream, chunk.byte_length - nbytes)
             return
         if chunk.encoding == "torch_save":  # a cast (same-dtype blobs were copied above)

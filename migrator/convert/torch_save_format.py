@@ -70,20 +70,8 @@ class ArchiveWriter:
     def record(self, name: str, pieces: Iterable[bytes | bytearray | memoryview], size: int) -> None:
         """Write the record `<prefix>/<name>` of exactly `size` bytes, given as `pieces`."""
         encoded = f"{self._prefix}/{name}".encode("utf-8")
-        zip64 = size >= _U32
-        zip64_extra = struct.pack("<HHQQ", 1, 16, size, size) if zip64 else b""
         header_offset = self._position()
-        unpadded = header_offset + _LOCAL_HEADER.size + len(encoded) + len(zip64_extra)
-        padding = -unpadded % ALIGNMENT
-        if 0 < padding < 4:
-            padding += ALIGNMENT
-        pad_extra = struct.pack("<HH", 0x4246, padding - 4) + b"Z" * (padding - 4) if padding else b""
-        extra = zip64_extra + pad_extra
-        stored_size = _U32 if zip64 else size
-        self._out.write(_LOCAL_HEADER.pack(0x04034B50, 45 if zip64 else 20, 0, 0, 0, _DOS_DATE, 0,
-                                           stored_size, stored_size, len(encoded), len(extra)))
-        self._out.write(encoded)
-        self._out.write(extra)
+        self._out.write(self._local_header(encoded, size, header_offset))
         crc = 0
         written = 0
         for piece in pieces:
@@ -97,6 +85,57 @@ class ArchiveWriter:
         self._out.write(struct.pack("<I", crc))
         self._out.seek(end)
         self._entries.append((encoded, crc, size, header_offset))
+
+    def record_from_file(self, name: str, src_fd: int, src_offset: int, size: int, *, progress=None,
+                         cancel=None) -> None:
+        """Write the record `<prefix>/<name>` as a copy of `size` bytes of another file, copied in the kernel
+        while a second thread computes the CRC from the same (cached) source bytes."""
+        import threading
+
+        from migrator.convert.fileops import copy_into, crc32_of_range
+
+        encoded = f"{self._prefix}/{name}".encode("utf-8")
+        self._out.flush()
+        header_offset = self._position()
+        start = self._out.tell()
+        self._out.write(self._local_header(encoded, size, header_offset))
+        self._out.flush()
+        data_start = self._out.tell()
+        result: dict[str, object] = {}
+
+        def checksum() -> None:
+            try:
+                result["crc"] = crc32_of_range(src_fd, src_offset, size, cancel)
+            except BaseException as error:  # noqa: BLE001 - re-raised below
+                result["error"] = error
+
+        thread = threading.Thread(target=checksum, daemon=True)
+        thread.start()
+        try:
+            copy_into(src_fd, src_offset, self._out.fileno(), data_start, size, progress=progress, cancel=cancel)
+        finally:
+            thread.join()
+        if "error" in result:
+            raise result["error"]  # type: ignore[misc]
+        crc = int(result["crc"])  # type: ignore[call-overload]
+        self._out.seek(start + 14)
+        self._out.write(struct.pack("<I", crc))
+        self._out.seek(data_start + size)
+        self._entries.append((encoded, crc, size, header_offset))
+
+    def _local_header(self, encoded: bytes, size: int, header_offset: int) -> bytes:
+        """Local file header + name + extra (zip64 sizes when needed, padding so the data is 64-byte aligned)."""
+        zip64 = size >= _U32
+        zip64_extra = struct.pack("<HHQQ", 1, 16, size, size) if zip64 else b""
+        unpadded = header_offset + _LOCAL_HEADER.size + len(encoded) + len(zip64_extra)
+        padding = -unpadded % ALIGNMENT
+        if 0 < padding < 4:
+            padding += ALIGNMENT
+        pad_extra = struct.pack("<HH", 0x4246, padding - 4) + b"Z" * (padding - 4) if padding else b""
+        extra = zip64_extra + pad_extra
+        stored_size = _U32 if zip64 else size
+        return (_LOCAL_HEADER.pack(0x04034B50, 45 if zip64 else 20, 0, 0, 0, _DOS_DATE, 0, stored_size, stored_size,
+                                   len(encoded), len(extra)) + encoded + extra)
 
     def close(self) -> int:
         """Write the central directory and end records; returns the archive's total length."""
@@ -131,8 +170,19 @@ def _serialization_id() -> bytes:
     return str(uuid.uuid4().int).rjust(40, "0")[:40].encode("ascii")
 
 
+@dataclass(frozen=True)
+class FileRange:
+    """Storage bytes to copy from another open file (in the kernel) instead of passing them through memory."""
+
+    fd: int
+    offset: int
+    progress: object = None
+    cancel: object = None
+
+
 def write_archive(out: BinaryIO, data_pkl: bytes,
-                  storages: Iterable[tuple[str, int, Iterable[bytes | bytearray | memoryview]]] = ()) -> int:
+                  storages: Iterable[tuple[str, int, Iterable[bytes | bytearray | memoryview] | FileRange]] = ()
+                  ) -> int:
     """Write a complete torch.save archive (pickle + storage records, in torch's record order); returns its length."""
     writer = ArchiveWriter(out)
     writer.record("data.pkl", [data_pkl], len(data_pkl))
@@ -140,7 +190,11 @@ def write_archive(out: BinaryIO, data_pkl: bytes,
     writer.record(".storage_alignment", [b"64"], 2)
     writer.record("byteorder", [b"little"], 6)
     for key, size, pieces in storages:
-        writer.record(f"data/{key}", pieces, size)
+        if isinstance(pieces, FileRange):
+            writer.record_from_file(f"data/{key}", pieces.fd, pieces.offset, size, progress=pieces.progress,
+                                    cancel=pieces.cancel)
+        else:
+            writer.record(f"data/{key}", pieces, size)
     writer.record("version", [b"3\n"], 2)
     writer.record(".data/serialization_id", [_serialization_id()], 40)
     return writer.close()
@@ -167,8 +221,9 @@ def tensor_pickle(dtype: str, shape: tuple[int, ...]) -> bytes:
 
 
 def write_tensor(out: BinaryIO, dtype: str, shape: tuple[int, ...], nbytes: int,
-                 pieces: Iterable[bytes | bytearray | memoryview]) -> int:
-    """Write `torch.save(tensor)` for a tensor given as its raw C-order bytes in `pieces`; returns the length."""
+                 pieces: Iterable[bytes | bytearray | memoryview] | FileRange) -> int:
+    """Write `torch.save(tensor)` for a tensor given as its raw C-order bytes (`pieces`, or a range of another
+    file); returns the archive's length."""
     return write_archive(out, tensor_pickle(dtype, shape), [("0", nbytes, pieces)])
 
 

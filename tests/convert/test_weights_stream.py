@@ -203,3 +203,21 @@ def test_tensor_layout_views_torch_save_bytes_without_torch_load() -> None:
     assert torch.equal(view(data), torch.load(io.BytesIO(bytes(data)), weights_only=True))
     with pytest.raises(MigratorError, match="blob: not a torch.save archive"):
         tensor_layout(b"no zip here", "blob")
+
+
+@pytest.mark.parametrize("name,options", [("tiny_llama_torch_dist", {}), ("tiny_llama_zarr", {}),
+                                          ("tiny_llama_torch_dist", {"dtype": "fp32"}),
+                                          ("tiny_llama_torch_dist", {"link": True})])
+def test_planned_disk_space_covers_the_output(tmp_path: Path, name: str, options: dict) -> None:
+    source = fixture_nemo(name)
+    if options.get("link"):
+        import tarfile
+
+        with tarfile.open(source) as archive:
+            archive.extractall(tmp_path / "in", filter="data")
+        source = tmp_path / "in"
+    out = tmp_path / "out"
+    result = convert(ConvertOptions(input_path=source, output_path=out, model_id=LLAMA_ID, **options),
+                     warn=lambda message: None, out=io.StringIO(), progress=PlainProgress(io.StringIO()))
+    written = sum(p.stat().st_size for p in out.rglob("*") if p.is_file() and p.stat().st_nlink == 1)
+    assert written <= result.plan.disk_bytes <= written + (1 << 20) + 200_000
