@@ -221,3 +221,20 @@ def test_planned_disk_space_covers_the_output(tmp_path: Path, name: str, options
                      warn=lambda message: None, out=io.StringIO(), progress=PlainProgress(io.StringIO()))
     written = sum(p.stat().st_size for p in out.rglob("*") if p.is_file() and p.stat().st_nlink == 1)
     assert written <= result.plan.disk_bytes <= written + (1 << 20) + 200_000
+
+
+def test_kernel_copied_zarr_chunks_have_correct_crcs(tmp_path: Path) -> None:
+    """Same-dtype zarr chunks are copied in the kernel while a second thread computes their CRC."""
+    from migrator.convert.torch_dist import parse_dcp_metadata
+
+    out, _ = run_convert(fixture_nemo("tiny_llama_zarr"), tmp_path / "out")
+    weights = out / "weights"
+    index = parse_dcp_metadata((weights / ".metadata").read_bytes(), "out", member_dir="")
+    checked = 0
+    for chunks in index.chunks.values():
+        for chunk in chunks:
+            blob = (weights / chunk.member).read_bytes()[chunk.byte_offset:chunk.byte_offset + chunk.byte_length]
+            with zipfile.ZipFile(io.BytesIO(blob)) as archive:
+                assert archive.testzip() is None, chunk.key
+            checked += 1
+    assert checked == 17
