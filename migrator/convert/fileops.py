@@ -21,6 +21,30 @@ BUFFER = 8 << 20  # bytes per read in the user-space fallback and for stream cop
 ProgressFn = Callable[[int], None]
 
 
+_SYNC_FILE_RANGE_WRITE = 2
+_sync_file_range = None  # libc's sync_file_range, looked up once (Linux); False when unavailable
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to start writing a just-written range to disk, without waiting (Linux sync_file_range).
+
+    Writing back while copying, instead of leaving gigabytes of dirty pages for the final fsync, overlaps the
+    disk writes with the copy and keeps dirty memory low. A no-op where the call is unavailable.
+    """
+    global _sync_file_range
+    if _sync_file_range is None:
+        try:
+            import ctypes
+
+            function = ctypes.CDLL(None, use_errno=True).sync_file_range
+            function.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
+            _sync_file_range = function
+        except (OSError, AttributeError):
+            _sync_file_range = False
+    if _sync_file_range:
+        _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
+
+
 class Cancelled(Exception):
     """Raised inside a worker when the conversion was interrupted or another worker failed."""
 
@@ -71,6 +95,7 @@ def copy_range(src_fd: int, src_offset: int, size: int, dest: Path, *, progress:
                     view = view[written:]
             if n == 0:
                 raise EOFError(f"source ended after {done} of {size} bytes")
+            start_writeback(out_fd, done, n)
             done += n
             if progress is not None:
                 progress(n)
@@ -106,6 +131,7 @@ def copy_into(src_fd: int, src_offset: int, out_fd: int, out_offset: int, size: 
                 view, position = view[written:], position + written
         if n == 0:
             raise EOFError(f"source ended after {done} of {size} bytes")
+        start_writeback(out_fd, out_offset + done, n)
         done += n
         if progress is not None:
             progress(n)

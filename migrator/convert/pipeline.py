@@ -204,7 +204,8 @@ def _fsync_tree(root: Path) -> None:
 
     Files are flushed here, once, rather than as each is written, so the kernel writes them back concurrently.
     """
-    paths = sorted(root.rglob("*"), key=lambda p: p.is_dir())  # files first, then folders
+    # big files first (the small ones may then ride on the same journal commits), folders last
+    paths = sorted(root.rglob("*"), key=lambda p: (p.is_dir(), -p.lstat().st_size))
     for path in [*paths, root]:
         if path.is_symlink():
             continue

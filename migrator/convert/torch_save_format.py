@@ -50,6 +50,7 @@ _ZIP64_LOCATOR = struct.Struct("<IIQI")
 _END = struct.Struct("<IHHHHIIH")
 _U32 = 0xFFFFFFFF
 _DOS_DATE = (0 << 9) | (1 << 5) | 1  # 1980-01-01
+_WRITEBACK_EVERY = 64 << 20  # start writing a large record to disk every this many bytes (see fileops)
 
 
 class ArchiveWriter:
@@ -74,10 +75,17 @@ class ArchiveWriter:
         self._out.write(self._local_header(encoded, size, header_offset))
         crc = 0
         written = 0
+        pending = self._out.tell()  # start of the bytes not yet handed to the disk
         for piece in pieces:
             crc = zlib.crc32(piece, crc)
             self._out.write(piece)
             written += len(piece)
+            if written >= _WRITEBACK_EVERY and self._out.tell() - pending >= _WRITEBACK_EVERY:
+                from migrator.convert.fileops import start_writeback
+
+                self._out.flush()
+                start_writeback(self._out.fileno(), pending, self._out.tell() - pending)
+                pending = self._out.tell()
         if written != size:
             raise MigratorError(f"{name}: wrote {written} bytes for a record of {size}")
         end = self._out.tell()
