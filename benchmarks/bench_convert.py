@@ -1,0 +1,161 @@
+#!/usr/bin/env python
+"""Converter benchmarks: `nemo-migrate convert` wall time as a ratio to `cp` of the same bytes in the same run,
+peak RSS at several model sizes, and the tiny NeMo-made fixture end to end as a whole process.
+
+    python benchmarks/bench_convert.py [--sizes 2 8] [--repeat 2] [--work DIR] [--skip-tiny]
+
+For each size, a synthetic Llama-shaped NeMo 1.0 checkpoint is made (make_synthetic_nemo.py) as torch_dist
+(`.nemo` and extracted folder) and zarr (`.nemo`); then, alternating, each case is timed against its baseline:
+  .nemo torch_dist, same dtype   vs  cp IN.nemo + sync        (target <= 1.2x)
+  extracted folder with --link   vs  cp -r IN/ + sync         (target <= 0.05x)
+  .nemo zarr                     vs  cp IN.nemo + sync        (target <= 1.5x)
+  .nemo torch_dist --dtype fp16  vs  cp IN.nemo + sync        (no time target; peak RSS <= largest chunk + 0.5 GB;
+                                                               the largest chunk here is the 262 MB embedding)
+`convert` flushes what it writes (fsync) before it renames OUT.partial to OUT, hence `cp` + `sync` as the baseline.
+Every timed step starts after a `sync`; the best of `--repeat` runs is reported for both sides. Peak RSS is the
+child's ru_maxrss (os.wait4). Generated data is deleted when a size is done. Prints a Markdown table; no asserts.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+MODEL_ID = "meta-llama/Llama-2-7b-hf"
+TINY = REPO.parent / "shared" / "fixtures" / "nemo1" / "tiny_llama_torch_dist.nemo"
+TINY_ID = "meta-llama/Meta-Llama-3-8B"
+
+
+def run(command: list[str]) -> tuple[float, int]:
+    """Run a command; (wall seconds, peak RSS in bytes of that process)."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - start
+    stderr = process.stderr.read().decode() if process.stderr else ""
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise SystemExit(f"bench: {' '.join(command)} failed ({process.returncode}):\n{stderr[-2000:]}")
+    return wall, usage.ru_maxrss * 1024
+
+
+def sync() -> None:
+    os.sync()
+
+
+def remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+    sync()
+
+
+def timed_cp(source: Path, dest: Path) -> float:
+    sync()
+    start = time.perf_counter()
+    subprocess.run(["cp", "-r", str(source), str(dest)], check=True)
+    sync()
+    wall = time.perf_counter() - start
+    remove(dest)
+    return wall
+
+
+def timed_convert(source: Path, out: Path, *extra: str) -> tuple[float, int]:
+    sync()
+    command = [PYTHON, "-m", "migrator", "convert", "--input_path", str(source), "--output_path", str(out),
+               "--model_id", MODEL_ID, *extra]
+    wall, rss = run(command)
+    remove(out)
+    return wall, rss
+
+
+def size_of(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def bench_size(size_gb: float, work: Path, repeat: int) -> list[dict]:
+    subprocess.run([PYTHON, str(REPO / "benchmarks" / "make_synthetic_nemo.py"), str(work), "--size-gb",
+                    str(size_gb), "--format", "both", "--keep-folder"], check=True, stderr=subprocess.DEVNULL)
+    name = f"synthetic_{size_gb:g}gb"
+    dist_nemo, dist_folder = work / f"{name}_torch_dist.nemo", work / f"{name}_torch_dist"
+    zarr_nemo = work / f"{name}_zarr.nemo"
+    shutil.rmtree(work / f"{name}_zarr", ignore_errors=True)
+    cases = [(".nemo torch_dist, same dtype", dist_nemo, dist_nemo, ()),
+             ("extracted folder, --link", dist_folder, dist_folder, ("--link",)),
+             (".nemo zarr", zarr_nemo, zarr_nemo, ()),
+             (".nemo torch_dist, --dtype fp16", dist_nemo, dist_nemo, ("--dtype", "fp16"))]
+    results = {label: {"cp": [], "convert": [], "rss": []} for label, *_ in cases}
+    timed_cp(dist_nemo, work / "warm")  # read every input once, so that each case starts from a warm cache
+    timed_cp(zarr_nemo, work / "warm")
+    for _ in range(repeat):
+        for label, source, baseline, extra in cases:
+            results[label]["cp"].append(timed_cp(baseline, work / "cp-copy"))
+            wall, rss = timed_convert(source, work / "out", *extra)
+            results[label]["convert"].append(wall)
+            results[label]["rss"].append(rss)
+    rows = []
+    for label, source, baseline, _ in cases:
+        r = results[label]
+        cp, conv = min(r["cp"]), min(r["convert"])
+        rows.append({"case": label, "size": size_of(baseline), "cp": cp, "convert": conv, "ratio": conv / cp,
+                     "rss": max(r["rss"])})
+    for path in (dist_nemo, dist_folder, zarr_nemo):
+        remove(path)
+    return rows
+
+
+def bench_tiny(runs: int = 5) -> dict:
+    walls, rsss = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(runs):
+            out = Path(tmp) / f"out{i}"
+            wall, rss = run([PYTHON, "-m", "migrator", "convert", "--input_path", str(TINY), "--output_path",
+                             str(out), "--model_id", TINY_ID])
+            walls.append(wall)
+            rsss.append(rss)
+    return {"wall": statistics.median(walls), "rss": max(rsss), "runs": runs}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=float, nargs="+", default=[2.0, 8.0])
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a new temporary one)")
+    parser.add_argument("--skip-tiny", action="store_true")
+    args = parser.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="nemo-migrate-bench."))
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"bench: python {sys.version.split()[0]}, {os.cpu_count()} CPUs, scratch {work}", flush=True)
+    lines = ["| size | case | input bytes | cp + sync (s) | convert (s) | ratio | target | peak RSS |",
+             "|---|---|---|---|---|---|---|---|"]
+    targets = {".nemo torch_dist, same dtype": "<= 1.2x", "extracted folder, --link": "<= 0.05x",
+               ".nemo zarr": "<= 1.5x", ".nemo torch_dist, --dtype fp16": "RSS <= chunk + 0.5 GB"}
+    try:
+        for size in args.sizes:
+            for row in bench_size(size, work, args.repeat):
+                lines.append(f"| {size:g} GB | {row['case']} | {row['size'] / 1e9:.2f} GB | {row['cp']:.2f} | "
+                             f"{row['convert']:.2f} | {row['ratio']:.3f}x | {targets[row['case']]} | "
+                             f"{row['rss'] / 1e6:.0f} MB |")
+                print(lines[-1], flush=True)
+        if not args.skip_tiny and TINY.exists():
+            tiny = bench_tiny()
+            lines.append(f"| tiny fixture | tiny_llama_torch_dist.nemo end to end (median of {tiny['runs']}) | "
+                         f"{TINY.stat().st_size / 1e3:.0f} KB | NeMo: 15-18 s | {tiny['wall']:.2f} | "
+                         f"{16.5 / tiny['wall']:.0f}x faster | >= 10x, <= 0.3 GB | {tiny['rss'] / 1e6:.0f} MB |")
+    finally:
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

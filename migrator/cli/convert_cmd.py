@@ -1,0 +1,137 @@
+"""`nemo-migrate convert` and `nemo-migrate verify`.
+
+`convert` accepts every flag of NeMo's scripts/checkpoint_converters/convert_nemo1_to_nemo2.py (underscore
+spellings, as there; dash spellings are aliases) plus ours. This module imports neither torch nor the converter at
+import time (the CLI group lists commands without loading them); `migrator.convert` is imported inside the
+command functions.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import click
+
+from migrator.errors import MigratorError
+
+
+def _fail(message: str, code: int = 2) -> None:
+    click.echo(f"nemo-migrate: error: {message}", err=True)
+    raise SystemExit(code)
+
+
+def _warn(message: str) -> None:
+    click.echo(f"nemo-migrate: warning: {message}", err=True)
+
+
+def _exit_now(code: int) -> None:
+    """Exit at once with `code`, after the partial output was removed. A normal interpreter exit after an
+    interrupt can wait on a worker thread still inside a slow import (torch), and CPython may re-raise SIGINT
+    at exit when the interrupt landed in some import machinery; neither helps a user who pressed Ctrl-C."""
+    import os
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that the partial output is cleaned up as for Ctrl-C."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated()
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.option("--input_path", "--input-path", "input_path", required=True, type=click.Path(path_type=Path),
+              help="NeMo 1.0 checkpoint: a .nemo file (tar, plain or gzip), an extracted .nemo folder, or a "
+                   "model_weights/ folder (then also --model_config and the tokenizer flags).")
+@click.option("--output_path", "--output-path", "output_path", required=True, type=click.Path(path_type=Path),
+              help="NeMo 2.0 checkpoint directory to write (weights/ and context/).")
+@click.option("--model_id", "--model-id", "model_id", default=None,
+              help="One of the model ids of NeMo's converter (chooses the NeMo 2.0 model and config classes), or "
+                   "a path to a NeMo 2.0 checkpoint. The architecture itself comes from model_config.yaml. "
+                   "Optional when the family is unambiguous (MoE keys: Mixtral).")
+@click.option("--tokenizer_path", "--tokenizer-path", "tokenizer_path", default=None,
+              help="Tokenizer to use instead of the one in the .nemo: a SentencePiece .model file or a local "
+                   "Hugging Face tokenizer folder (no network is used).")
+@click.option("--tokenizer_library", "--tokenizer-library", "tokenizer_library", default=None,
+              help="sentencepiece or huggingface (default: what model_config.yaml says; sentencepiece for "
+                   "--tokenizer_path, as NeMo).")
+@click.option("--tokenizer_vocab_file", "--tokenizer-vocab-file", "tokenizer_vocab_file", default=None,
+              help="A tokenizer vocab file (e.g. tiktoken), as NeMo's --tokenizer_vocab_file.")
+@click.option("--tokenizer_model_name", "--tokenizer-model-name", "tokenizer_model_name", default=None,
+              help="Tokenizer name for --tokenizer_vocab_file (NeMo's default: TiktokenTokenizer).")
+@click.option("--model_config", "--model-config", "model_config", default=None, type=click.Path(path_type=Path),
+              help="model_config.yaml to use (required for a bare model_weights/ folder).")
+@click.option("--dtype", type=click.Choice(["keep", "bf16", "fp16", "fp32"]), default="keep", show_default=True,
+              help="Tensor dtype of the output. keep: bit-identical to the source; a cast applies to floating "
+                   "tensors and rewrites every chunk.")
+@click.option("--dry-run", "--dry_run", "dry_run", is_flag=True,
+              help="Print the plan (tensors, shapes, dtypes, bytes, derived config, disk needed); write nothing.")
+@click.option("--force", is_flag=True, help="Replace an existing output (only once the new one is complete).")
+@click.option("--link", is_flag=True,
+              help="Hard-link the data files instead of copying them, where the input is an extracted torch_dist "
+                   "folder on the same file system (falls back to copying).")
+@click.option("--strict", is_flag=True,
+              help="Fail on checkpoint keys the NeMo 2.0 model does not have (default: carry them, with a warning).")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Threads copying or converting data. Memory on the streaming route grows with it (about one "
+                   "chunk per worker).")
+@click.option("--reset-attention-extra-state", "--reset_attention_extra_state", "reset_attention_extra_state",
+              is_flag=True,
+              help="Write Transformer Engine's core_attention._extra_state as empty (NeMo's converter behaviour) "
+                   "instead of carrying it.")
+def convert(**kwargs: object) -> None:
+    """Convert a NeMo 1.0 .nemo checkpoint into a NeMo 2.0 checkpoint directory (CPU only, no model built)."""
+    from migrator.convert.fileops import Cancelled
+    from migrator.convert.pipeline import convert as run_convert
+    from migrator.convert.plan import ConvertOptions
+
+    options = ConvertOptions(**kwargs)  # type: ignore[arg-type]
+    cancel = threading.Event()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if threading.current_thread() is threading.main_thread() \
+        else None
+    try:
+        result = run_convert(options, warn=_warn, out=sys.stdout, cancel=cancel)
+    except MigratorError as error:
+        _fail(str(error))
+    except (KeyboardInterrupt, _Terminated, Cancelled):
+        cancel.set()
+        click.echo(f"nemo-migrate: error: interrupted; {options.output_path} was not written", err=True)
+        _exit_now(130)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    if result.output is not None:
+        plan = result.plan
+        how = {"copy": "data files copied, index rewritten", "link": "data files hard-linked, index rewritten",
+               "stream": "streamed chunk by chunk"}[plan.mode]
+        if plan.mode == "link" and result.files.get("copy"):
+            how += f" ({result.files['copy']} copied: not on the input's file system)"
+        click.echo(f"nemo-migrate: wrote {result.output}: {len(plan.tensors)} tensors, {len(plan.objects)} sharded "
+                   f"objects ({how})")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.argument("output", type=click.Path(path_type=Path))
+@click.option("--against", "against", default=None, type=click.Path(path_type=Path),
+              help="The NeMo 1.0 checkpoint OUTPUT was converted from: compare every tensor and object with it.")
+@click.option("--model_config", "--model-config", "model_config", default=None, type=click.Path(path_type=Path),
+              help="model_config.yaml for a bare model_weights/ folder given as --against.")
+def verify(output: Path, against: Path | None, model_config: Path | None) -> None:
+    """Check a converted NeMo 2.0 checkpoint: layout, index, every tensor readable (and equal to --against)."""
+    from migrator.convert.verify import verify_checkpoint
+
+    try:
+        report = verify_checkpoint(output, against, model_config)
+    except MigratorError as error:
+        _fail(str(error))
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    for line in report.lines():
+        click.echo(line)
+    raise SystemExit(0 if report.ok else 1)

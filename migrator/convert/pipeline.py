@@ -1,0 +1,240 @@
+"""`nemo-migrate convert`: NeMo 1.0 `.nemo` -> NeMo 2.0 checkpoint directory (`weights/` + `context/`).
+
+Order of work:
+1. open the source (checks the archive and the weights' index; nothing extracted);
+2. plan the route (copy/link vs stream);
+3. derive the NeMo 2.0 model spec from model_config.yaml and the tensor shapes, resolve the tokenizer (the
+   context side of the converter: `architecture`, `tokenizer`, `context`) and check `--strict`; `--dry-run`
+   prints the plan and stops here; otherwise the weights are already being written meanwhile (step 4);
+4. write everything into `OUT.partial/`: weights data and index, `common.pt`, `context/`, and
+   `weights/metadata.json` last;
+5. rename `OUT.partial/` to `OUT` (an existing OUT, with `--force`, is moved aside first and deleted after).
+Any error or interrupt removes `OUT.partial/`; an OUT that exists is always complete.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, TextIO
+
+from migrator.convert.dcp_writer import write_backend_marker, write_common
+from migrator.convert.plan import ConvertOptions, Plan, build_plan, render_plan
+from migrator.convert.progress import Progress, make_progress
+from migrator.convert.source import Source, open_source
+from migrator.errors import MigratorError
+
+Warn = Callable[[str], None]
+
+
+@dataclass
+class ConvertResult:
+    output: Path | None  # None for --dry-run
+    plan: Plan
+    warnings: list[str] = field(default_factory=list)
+    files: dict[str, int] = field(default_factory=dict)  # "copy"/"link" counts on the fast route
+
+
+def partial_path(output: Path) -> Path:
+    return output.with_name(output.name + ".partial")
+
+
+def _check_paths(options: ConvertOptions) -> None:
+    source = options.input_path.resolve()
+    output = options.output_path.resolve()
+    if output == source or source.is_relative_to(output):
+        raise MigratorError(f"{options.output_path}: is the input or contains it; choose another output path")
+    if options.output_path.exists() and not options.force:
+        raise MigratorError(f"{options.output_path}: already exists; pass --force to replace it (the old one is "
+                            "removed only after the new one is complete)")
+    partial = partial_path(options.output_path)
+    if partial.exists() and not options.force and not options.dry_run:
+        raise MigratorError(f"{partial}: exists (an interrupted or a concurrent conversion); remove it or pass "
+                            "--force")
+
+
+def _context_side(source: Source, options: ConvertOptions, warn: Warn):
+    """The model spec and tokenizer (helper modules of the context side)."""
+    from migrator.convert.architecture import derive_model_spec
+    from migrator.convert.tokenizer import resolve_tokenizer
+
+    spec = derive_model_spec(source.model_config, source.tensors, options.model_id, options.dtype, warn)
+    input_dir = options.input_path if options.input_path.is_dir() else options.input_path.parent
+    tokenizer = resolve_tokenizer(source.model_config, source.read_member, options.tokenizer_path,
+                                  options.tokenizer_library, options.tokenizer_vocab_file,
+                                  options.tokenizer_model_name, input_dir=input_dir)
+    return spec, tokenizer
+
+
+def check_strict(plan: Plan, strict: bool, warn: Warn) -> None:
+    """Keys the NeMo 2.0 model does not have: an error with --strict, otherwise carried with a warning."""
+    spec = plan.spec
+    if spec is None or spec.expected_keys is None:
+        return
+    unexpected = [t.new_key for t in plan.tensors if t.new_key not in spec.expected_keys]
+    if not unexpected:
+        return
+    model = spec.model_class.rsplit(".", 1)[-1]
+    if strict:
+        raise MigratorError(f"{unexpected[0]}: not a key of {model}"
+                            + (f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else "")
+                            + "; --strict refuses keys the NeMo 2.0 model does not have")
+    for key in unexpected:
+        warn(f"{key}: not a key of {model}; carried into the output (NeMo 2.0 ignores unexpected keys; "
+             "--strict makes this an error)")
+
+
+def _free_bytes(output: Path) -> int | None:
+    probe = output.parent if output.parent.exists() else Path.cwd()
+    while not probe.exists():
+        probe = probe.parent
+    try:
+        return shutil.disk_usage(probe).free
+    except OSError:
+        return None
+
+
+def convert(options: ConvertOptions, *, warn: Warn, out: TextIO, progress: Progress | None = None,
+            cancel: threading.Event | None = None) -> ConvertResult:
+    """Run one conversion (see the module docstring). Raises MigratorError for bad input (exit 2)."""
+    cancel = cancel or threading.Event()
+    warnings: list[str] = []
+
+    def _warn(message: str) -> None:
+        warnings.append(message)
+        warn(message)
+
+    _check_paths(options)
+    with open_source(options.input_path, options.model_config) as source:
+        plan = build_plan(source, options, _warn)
+        plan.warnings = warnings
+        free = _free_bytes(options.output_path)
+        if options.dry_run:
+            plan.spec, plan.tokenizer = _context_side(source, options, _warn)
+            check_strict(plan, options.strict, _warn)
+            out.write(render_plan(plan, source, options, free) + "\n")
+            return ConvertResult(None, plan, warnings)
+        if free is not None and free < plan.disk_bytes:
+            raise MigratorError(f"{options.output_path}: needs about {plan.disk_bytes} bytes, "
+                                f"{free} are free on that file system")
+        files = _write_output(source, plan, options, progress or make_progress(), cancel, _warn)
+    return ConvertResult(options.output_path, plan, warnings, files)
+
+
+class _Background:
+    """Runs a function on a thread; `join()` waits (interruptibly) and re-raises what it raised."""
+
+    def __init__(self, function: Callable[[], object]) -> None:
+        self._result: dict[str, object] = {}
+        self._thread = threading.Thread(target=self._run, args=(function,), daemon=True)
+        self._thread.start()
+
+    def _run(self, function: Callable[[], object]) -> None:
+        try:
+            self._result["value"] = function()
+        except BaseException as error:  # noqa: BLE001 - re-raised in join()
+            self._result["error"] = error
+
+    def join(self) -> object:
+        while self._thread.is_alive():
+            self._thread.join(timeout=0.2)
+        if "error" in self._result:
+            raise self._result["error"]  # type: ignore[misc]
+        return self._result.get("value")
+
+
+def _write_output(source: Source, plan: Plan, options: ConvertOptions, progress: Progress,
+                  cancel: threading.Event, warn: Warn) -> dict[str, int]:
+    """Write OUT.partial/ and rename it to OUT.
+
+    The weights are written on a second thread while the model spec and tokenizer are derived (about half a
+    second of parsing that would otherwise come before the first byte is copied). If the spec fails (bad model
+    id, shapes that contradict the YAML, --strict), the copy is cancelled and nothing is left behind.
+    """
+    partial = partial_path(options.output_path)
+    if partial.exists():  # --force (checked in _check_paths): a leftover of an interrupted run
+        shutil.rmtree(partial)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    partial.mkdir()
+    weights = partial / "weights"
+    writing: _Background | None = None
+    try:
+        progress.start(plan.source_bytes, f"{'linking' if plan.mode == 'link' else 'writing'} weights")
+        writing = _Background(lambda: _write_weights(source, plan, weights, options, progress, cancel))
+        plan.spec, plan.tokenizer = _context_side(source, options, warn)
+        check_strict(plan, options.strict, warn)
+        files = writing.join()
+        progress.finish()
+        write_common(weights)
+        from migrator.convert.context import write_context
+
+        write_context(partial / "context", plan.spec, plan.tokenizer, warn)
+        write_backend_marker(weights)
+        _fsync_tree(partial)
+        _replace(partial, options.output_path)
+    except BaseException:
+        cancel.set()
+        if writing is not None:  # stop the weights thread before removing what it writes
+            try:
+                writing.join()
+            except BaseException:  # noqa: BLE001 - the first error is the one to report
+                pass
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return files  # type: ignore[return-value]
+
+
+def _write_weights(source: Source, plan: Plan, weights: Path, options: ConvertOptions, progress: Progress,
+                   cancel: threading.Event) -> dict[str, int]:
+    if plan.mode == "stream":
+        from migrator.convert.stream_weights import write_streamed_weights
+
+        write_streamed_weights(source, plan, weights, workers=options.workers, progress=progress, cancel=cancel)
+        return {}
+    from migrator.convert.copy_weights import write_copied_weights
+
+    return write_copied_weights(source, plan, weights, workers=options.workers, progress=progress, cancel=cancel)
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flush every file, then every directory entry, before the rename: after a crash an OUT is complete or absent.
+
+    Files are flushed here, once, rather than as each is written, so the kernel writes them back concurrently.
+    """
+    # big files first (the small ones may then ride on the same journal commits), folders last
+    paths = sorted(root.rglob("*"), key=lambda p: (p.is_dir(), -p.lstat().st_size))
+    for path in [*paths, root]:
+        if path.is_symlink():
+            continue
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _replace(partial: Path, output: Path) -> None:
+    """Move the complete `partial` to `output`; an existing output is moved aside first, then deleted."""
+    old = None
+    if output.exists() or output.is_symlink():
+        old = output.with_name(f"{output.name}.replaced-{uuid.uuid4().hex[:8]}")
+        os.rename(output, old)
+    try:
+        os.rename(partial, output)
+    except BaseException:
+        if old is not None:
+            os.rename(old, output)
+        raise
+    if old is not None:
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink()
+    parent = os.open(output.parent, os.O_RDONLY)
+    try:
+        os.fsync(parent)
+    finally:
+        os.close(parent)

@@ -1,0 +1,309 @@
+"""`nemo-migrate verify OUT [--against IN]`: is a converted NeMo 2.0 checkpoint complete and faithful?
+
+Checks, in order: the layout (weights/ with metadata.json, .metadata, common.pt and data files; context/ with
+io.json and model.yaml); the index (every chunk's byte range inside its data file, chunks covering each tensor);
+every tensor chunk and sharded object read back with torch (`weights_only=True`) with the shape and dtype the
+index gives. With `--against`, every source tensor is compared with the output: bit-equal when the dtype is
+the same, and equal to the source cast to the output dtype otherwise; every sharded object is compared too.
+Reading is chunk by chunk (memory about one chunk), except where the two sides chunk a tensor differently.
+"""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from migrator.convert.chunks import StoredChunk, StoredObject, rename_key
+from migrator.convert.dcp_writer import BACKEND_MARKER
+from migrator.convert.extra_state import is_core_attention
+from migrator.convert.fileops import FileSlice, read_exactly, skip
+from migrator.convert.source import Source, open_source
+from migrator.convert.torch_dist import DcpIndex, parse_dcp_metadata
+from migrator.errors import MigratorError
+
+
+@dataclass
+class VerifyReport:
+    output: Path
+    checks: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def problem(self, message: str) -> None:
+        self.problems.append(message)
+
+    def lines(self) -> list[str]:
+        out = [f"verify: {self.output}"]
+        out += [f"  ok: {c}" for c in self.checks]
+        out += [f"  note: {n}" for n in self.notes]
+        shown = self.problems[:20]
+        out += [f"  FAIL: {p}" for p in shown]
+        if len(self.problems) > len(shown):
+            out.append(f"  FAIL: ... and {len(self.problems) - len(shown)} more")
+        out.append("OK" if self.ok else f"FAILED ({len(self.problems)} problems)")
+        return out
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def _load(path: Path, offset: int, length: int) -> Any:
+    torch = _torch()
+    with FileSlice(path, offset, length) as stream:
+        with torch.serialization.safe_globals([io.BytesIO]):  # older Transformer Engine extra state is a BytesIO
+            return torch.load(stream, map_location="cpu", weights_only=True)
+
+
+def _bits(tensor: Any) -> Any:
+    """A view that compares bit patterns (NaN == NaN, -0.0 != 0.0)."""
+    torch = _torch()
+    tensor = tensor.contiguous()
+    return tensor.view(torch.uint8) if tensor.dtype != torch.bool else tensor
+
+
+def _same_object(a: Any, b: Any) -> bool:
+    torch = _torch()
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype
+                and a.shape == b.shape and torch.equal(_bits(a), _bits(b)))
+    if isinstance(a, io.BytesIO) or isinstance(b, io.BytesIO):
+        return isinstance(a, io.BytesIO) and isinstance(b, io.BytesIO) and a.getvalue() == b.getvalue()
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_object(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(_same_object(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b
+
+
+def _check_layout(output: Path, report: VerifyReport) -> DcpIndex:
+    weights = output / "weights"
+    if not weights.is_dir():
+        raise MigratorError(f"{output}: not a NeMo 2.0 checkpoint (no weights/ folder)")
+    marker = weights / "metadata.json"
+    if not marker.is_file():
+        report.problem(f"{marker}: missing (an incomplete checkpoint)")
+    else:
+        try:
+            content = json.loads(marker.read_text())
+        except ValueError as error:
+            content = None
+            report.problem(f"{marker}: not valid JSON ({error})")
+        if content is not None and content != BACKEND_MARKER:
+            report.problem(f"{marker}: {content} (expected {BACKEND_MARKER})")
+    index_file = weights / ".metadata"
+    if not index_file.is_file():
+        raise MigratorError(f"{index_file}: missing (no torch_dist index)")
+    index = parse_dcp_metadata(index_file.read_bytes(), str(index_file), member_dir="")
+    common = weights / "common.pt"
+    if not common.is_file():
+        report.problem(f"{common}: missing")
+    else:
+        try:
+            state = _load(common, 0, common.stat().st_size)
+            if not isinstance(state, dict):
+                report.problem(f"{common}: holds {type(state).__name__}, not a dict")
+        except Exception as error:  # noqa: BLE001 - reported
+            report.problem(f"{common}: unreadable ({type(error).__name__}: {error})")
+    context = output / "context"
+    for name in ("io.json", "model.yaml"):
+        if not (context / name).is_file():
+            report.problem(f"{context / name}: missing")
+    if (context / "io.json").is_file():
+        try:
+            graph = json.loads((context / "io.json").read_text())
+            if not isinstance(graph, dict) or not {"root", "objects"} <= graph.keys():
+                report.problem(f"{context / 'io.json'}: not a fiddle JSON graph (no root/objects)")
+        except ValueError as error:
+            report.problem(f"{context / 'io.json'}: not valid JSON ({error})")
+    sizes = {p.name: p.stat().st_size for p in weights.glob("*.distcp")}
+    for key, chunks in index.chunks.items():
+        for c in chunks:
+            if c.member not in sizes:
+                report.problem(f"{key}: chunk at {list(c.offsets)} is in {c.member}, which is missing")
+            elif c.byte_offset + c.byte_length > sizes[c.member]:
+                report.problem(f"{weights / c.member}: truncated ({key} needs bytes up to "
+                               f"{c.byte_offset + c.byte_length}, the file has {sizes[c.member]})")
+    for key, o in index.objects.items():
+        if o.member not in sizes or o.byte_offset + o.byte_length > sizes[o.member]:
+            report.problem(f"{key}: stored outside the data files ({o.member})")
+    not_renamed = [k for k in list(index.tensors) + list(index.objects) if not k.startswith("module.")]
+    if not_renamed:
+        report.notes.append(f"{len(not_renamed)} keys are not under 'module.' (e.g. {not_renamed[0]})")
+    if not report.problems:
+        report.checks.append(f"layout: weights/ ({len(sizes)} data files, index, common.pt, metadata.json), "
+                             "context/ (io.json, model.yaml)")
+        report.checks.append(f"index: {len(index.tensors)} tensors in "
+                             f"{sum(len(c) for c in index.chunks.values())} chunks, {len(index.objects)} sharded "
+                             "objects, every byte range inside its data file")
+    return index
+
+
+def _read_output_chunk(weights: Path, chunk: StoredChunk) -> Any:
+    return _load(weights / chunk.member, chunk.byte_offset, chunk.byte_length)
+
+
+def _read_output_object(weights: Path, obj: StoredObject) -> Any:
+    return _load(weights / obj.member, obj.byte_offset, obj.byte_length)
+
+
+def _iter_source_items(source: Source) -> Iterator[tuple[StoredChunk | StoredObject, bytearray]]:
+    """Every stored chunk and object of the source with its bytes, member by member (works for streams too)."""
+    items: dict[str, list[StoredChunk | StoredObject]] = {}
+    for chunks in source.chunks.values():
+        for c in chunks:
+            items.setdefault(c.member, []).append(c)
+    for o in source.objects.values():
+        items.setdefault(o.member, []).append(o)
+    for member, stream in source.iter_members(sorted(items)):
+        position = 0
+        for item in sorted(items[member], key=lambda i: i.byte_offset):
+            try:
+                if source.random_access:
+                    stream.seek(item.byte_offset)
+                else:
+                    skip(stream, item.byte_offset - position)
+                data = read_exactly(stream, item.byte_length)
+            except EOFError:
+                raise MigratorError(f"{source.describe(member)}: truncated") from None
+            position = item.byte_offset + len(data)
+            yield item, data
+
+
+def _decode_source(item: StoredChunk | StoredObject, data: bytearray, what: str) -> Any:
+    torch = _torch()
+    if isinstance(item, StoredChunk):
+        if item.encoding == "raw":
+            from migrator.convert.zarr_reader import decode_chunk
+
+            return decode_chunk(item, data)
+        from migrator.convert.stream_weights import view_torch_chunk
+
+        return view_torch_chunk(data, item, what)  # a view of `data`, not a second copy
+    with torch.serialization.safe_globals([io.BytesIO]):
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    return obj if item.wrapped else [obj]
+
+
+def _compare(source: Source, index: DcpIndex, weights: Path, report: VerifyReport) -> None:
+    torch = _torch()
+    out_chunks = {(k, c.offsets, c.sizes): c for k, cs in index.chunks.items() for c in cs}
+    expected_tensors = {rename_key(k): k for k in source.tensors}
+    expected_objects = {rename_key(k): k for k in source.objects}
+    for key in sorted(set(expected_tensors) - set(index.tensors)):
+        report.problem(f"{key}: in {source.path} ({expected_tensors[key]}) but not in the output")
+    for key in sorted(set(index.tensors) - set(expected_tensors)):
+        report.problem(f"{key}: in the output but not in {source.path}")
+    for key in sorted(set(expected_objects) - set(index.objects)):
+        report.problem(f"{key}: sharded object of {source.path} missing in the output")
+    added = sorted(set(index.objects) - set(expected_objects))
+    for key in added:
+        if is_core_attention(key):
+            report.notes.append(f"{key}: added placeholder (not in {source.path})")
+        else:
+            report.problem(f"{key}: sharded object in the output but not in {source.path}")
+
+    assembled: dict[str, tuple[Any, Any]] = {}  # key -> (source full tensor, filled mask) when chunkings differ
+    equal_tensors: dict[str, bool] = {}
+    cast_keys: set[str] = set()
+    objects_equal = 0
+    for item, data in _iter_source_items(source):
+        what = f"{source.describe(item.member)} ({item.key})"
+        new_key = rename_key(item.key)
+        if isinstance(item, StoredObject):
+            out = index.objects.get(new_key)
+            if out is None:
+                continue
+            if item.wrapped:
+                with open(weights / out.member, "rb") as f:
+                    f.seek(out.byte_offset)
+                    same = f.read(out.byte_length) == data
+                if not same:
+                    same = _same_object(_decode_source(item, data, what), _read_output_object(weights, out))
+            else:
+                same = _same_object(_decode_source(item, data, what), _read_output_object(weights, out))
+            if same:
+                objects_equal += 1
+            elif is_core_attention(new_key) and _same_object(_read_output_object(weights, out), [None]):
+                report.notes.append(f"{new_key}: reset to an empty state (--reset-attention-extra-state)")
+            else:
+                report.problem(f"{new_key}: sharded object differs from {what}")
+            continue
+        if new_key not in index.tensors:
+            continue
+        source_tensor = _decode_source(item, data, what)
+        del data
+        out_info = index.tensors[new_key]
+        target_dtype = getattr(torch, out_info.dtype)
+        if source_tensor.dtype != target_dtype:
+            cast_keys.add(new_key)
+            source_tensor = source_tensor.to(target_dtype)
+        out = out_chunks.get((new_key, item.offsets, item.sizes))
+        if out is not None:
+            same = torch.equal(_bits(source_tensor), _bits(_read_output_chunk(weights, out)))
+            equal_tensors[new_key] = equal_tensors.get(new_key, True) and same
+            if not same:
+                report.problem(f"{new_key}: chunk at {list(item.offsets)} differs from {what}")
+            continue
+        full, _ = assembled.setdefault(new_key, (torch.empty(out_info.shape, dtype=target_dtype), None))
+        region = tuple(slice(o, o + s) for o, s in zip(item.offsets, item.sizes))
+        full[region] = source_tensor
+    for new_key, (full, _) in assembled.items():
+        out_full = torch.empty_like(full)
+        for c in index.chunks[new_key]:
+            out_full[tuple(slice(o, o + s) for o, s in zip(c.offsets, c.sizes))] = _read_output_chunk(weights, c)
+        same = torch.equal(_bits(full), _bits(out_full))
+        equal_tensors[new_key] = same
+        if not same:
+            report.problem(f"{new_key}: differs from {source.path} ({expected_tensors[new_key]})")
+    if not report.problems:
+        how = "bit-equal" if not cast_keys else f"equal ({len(cast_keys)} after the cast to the output dtype)"
+        report.checks.append(f"against {source.path}: {sum(equal_tensors.values())} tensors {how}, "
+                             f"{objects_equal} sharded objects equal")
+
+
+def verify_checkpoint(output: Path, against: Path | None = None, model_config: Path | None = None) -> VerifyReport:
+    """Run every check; problems are collected in the report (exit 1), unusable input raises MigratorError."""
+    report = VerifyReport(output)
+    index = _check_layout(output, report)
+    weights = output / "weights"
+    torch = _torch()
+    read_bytes = 0
+    bad = len(report.problems)
+    for key, chunks in index.chunks.items():
+        info = index.tensors[key]
+        for c in chunks:
+            try:
+                tensor = _read_output_chunk(weights, c)
+            except Exception as error:  # noqa: BLE001 - reported
+                report.problem(f"{key}: chunk at {list(c.offsets)} unreadable ({type(error).__name__}: {error})")
+                continue
+            if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != c.sizes \
+                    or tensor.dtype != getattr(torch, info.dtype):
+                got = (f"{list(tensor.shape)} {tensor.dtype}" if isinstance(tensor, torch.Tensor)
+                       else type(tensor).__name__)
+                report.problem(f"{key}: chunk at {list(c.offsets)} holds {got}, the index says {list(c.sizes)} "
+                               f"{info.dtype}")
+            read_bytes += tensor.numel() * tensor.element_size() if isinstance(tensor, torch.Tensor) else 0
+    for key, o in index.objects.items():
+        try:
+            value = _read_output_object(weights, o)
+            if not (isinstance(value, list) and len(value) == 1):
+                report.problem(f"{key}: sharded object is not a one-element list (megatron-core's torch_dist form)")
+        except Exception as error:  # noqa: BLE001 - reported
+            report.problem(f"{key}: sharded object unreadable ({type(error).__name__}: {error})")
+    if len(report.problems) == bad:
+        report.checks.append(f"read back: {len(index.tensors)} tensors ({read_bytes} bytes) and {len(index.objects)} "
+                             "sharded objects with torch.load(weights_only=True); shapes and dtypes match the index")
+    if against is not None:
+        with open_source(against, model_config) as source:
+            _compare(source, index, weights, report)
+    return report
