@@ -5,7 +5,7 @@ PIP     = $(VENV)/bin/pip
 # torch is pinned: 2.13.0 is a CPU build; an unpinned torch pulls a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo test venv install-lint install-all oracle bench clean
+.PHONY: demo test install-lint install-all oracle clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,9 +20,14 @@ install-all: $(VENV)/bin/python
 
 demo: install-lint
 	-$(VENV)/bin/nemo-migrate lint fixtures/examples/
+	$(VENV)/bin/migrate-config fixtures/examples/gpt_clean.yaml --emit-python
 
 test: install-all
 	$(VENV)/bin/python -m pytest -q
+
+# Real NeMo 2.0 (2.3.2, CPU, its own venv under ~/.cache) loads what `convert` writes: see .ci/oracle.
+oracle: install-all
+	.ci/oracle
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
