@@ -37,12 +37,32 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
-class _Terminated(BaseException):
-    """SIGTERM, raised in the main thread so that the partial output is cleaned up as for Ctrl-C."""
+class _Interrupts:
+    """SIGINT and SIGTERM during a conversion: the first one only asks the conversion to stop (it sets `cancel`,
+    which the workers and the pipeline check at safe points and answer by removing OUT.partial/); a second one
+    stops at once. Raising from the handler itself could land inside Python's import machinery on the main thread
+    and leak the global import lock, deadlocking a worker thread that imports (e.g. torch for a cast)."""
 
+    def __init__(self, cancel: threading.Event) -> None:
+        self.cancel = cancel
+        self.received: int | None = None
+        self._previous: dict[int, object] = {}
 
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise _Terminated()
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt()
+        self.received = signum
+        self.cancel.set()
+
+    def __enter__(self) -> "_Interrupts":
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -93,19 +113,15 @@ def convert(**kwargs: object) -> None:
 
     options = ConvertOptions(**kwargs)  # type: ignore[arg-type]
     cancel = threading.Event()
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if threading.current_thread() is threading.main_thread() \
-        else None
     try:
-        result = run_convert(options, warn=_warn, out=sys.stdout, cancel=cancel)
+        with _Interrupts(cancel):
+            result = run_convert(options, warn=_warn, out=sys.stdout, cancel=cancel)
     except MigratorError as error:
         _fail(str(error))
-    except (KeyboardInterrupt, _Terminated, Cancelled):
+    except (KeyboardInterrupt, Cancelled):
         cancel.set()
         click.echo(f"nemo-migrate: error: interrupted; {options.output_path} was not written", err=True)
         _exit_now(130)
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
     if result.output is not None:
         plan = result.plan
         how = {"copy": "data files copied, index rewritten", "link": "data files hard-linked, index rewritten",

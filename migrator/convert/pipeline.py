@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from migrator.convert.dcp_writer import write_backend_marker, write_common
+from migrator.convert.fileops import Cancelled
 from migrator.convert.plan import ConvertOptions, Plan, build_plan, render_plan
 from migrator.convert.progress import Progress, make_progress
 from migrator.convert.source import Source, open_source
@@ -109,6 +110,7 @@ def convert(options: ConvertOptions, *, warn: Warn, out: TextIO, progress: Progr
 
     _check_paths(options)
     with open_source(options.input_path, options.model_config) as source:
+        _check_cancel(cancel)
         plan = build_plan(source, options, _warn)
         plan.warnings = warnings
         free = _free_bytes(options.output_path)
@@ -130,7 +132,10 @@ class _Background:
     def __init__(self, function: Callable[[], object]) -> None:
         self._result: dict[str, object] = {}
         self._thread = threading.Thread(target=self._run, args=(function,), daemon=True)
+
+    def start(self) -> "_Background":
         self._thread.start()
+        return self
 
     def _run(self, function: Callable[[], object]) -> None:
         try:
@@ -139,6 +144,8 @@ class _Background:
             self._result["error"] = error
 
     def join(self) -> object:
+        if not self._thread.ident:  # never started
+            return None
         while self._thread.is_alive():
             self._thread.join(timeout=0.2)
         if "error" in self._result:
@@ -164,7 +171,9 @@ def _write_output(source: Source, plan: Plan, options: ConvertOptions, progress:
     try:
         progress.start(plan.source_bytes, f"{'linking' if plan.mode == 'link' else 'writing'} weights")
         writing = _Background(lambda: _write_weights(source, plan, weights, options, progress, cancel))
+        writing.start()  # assigned first: an interrupt during start() still joins the thread before cleanup
         plan.spec, plan.tokenizer = _context_side(source, options, warn)
+        _check_cancel(cancel)
         check_strict(plan, options.strict, warn)
         files = writing.join()
         progress.finish()
@@ -174,6 +183,7 @@ def _write_output(source: Source, plan: Plan, options: ConvertOptions, progress:
         write_context(partial / "context", plan.spec, plan.tokenizer, warn)
         write_backend_marker(weights)
         _fsync_tree(partial)
+        _check_cancel(cancel)  # the last moment an interrupt still means "no OUT"
         _replace(partial, options.output_path)
     except BaseException:
         cancel.set()
@@ -197,6 +207,12 @@ def _write_weights(source: Source, plan: Plan, weights: Path, options: ConvertOp
     from migrator.convert.copy_weights import write_copied_weights
 
     return write_copied_weights(source, plan, weights, workers=options.workers, progress=progress, cancel=cancel)
+
+
+def _check_cancel(cancel: threading.Event) -> None:
+    """A safe point to stop: the CLI's signal handlers only set `cancel` (see migrator.cli.convert_cmd)."""
+    if cancel.is_set():
+        raise Cancelled()
 
 
 def _fsync_tree(root: Path) -> None:

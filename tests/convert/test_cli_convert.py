@@ -236,15 +236,20 @@ def test_interrupt_leaves_no_output(tmp_path: Path, make_nemo, llama_config_text
     nemo = make_nemo(tensors, objects=factory.extra_states(layers=8), backend="zarr", config=config)
     out = tmp_path / "out"
     partial = tmp_path / "out.partial"
-    process = subprocess.Popen([sys.executable, "-m", "migrator", "convert", "--input_path", str(nemo),
-                                "--output_path", str(out), "--model_id", LLAMA_ID, "--dtype", "fp32"],
+    process = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "migrator", "convert", "--input_path",
+                                str(nemo), "--output_path", str(out), "--model_id", LLAMA_ID, "--dtype", "fp32"],
                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while not (partial / "weights").exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     assert process.poll() is None, "the conversion ended before it could be interrupted"
     process.send_signal(sig)
-    _, stderr = process.communicate(timeout=60)
+    try:
+        _, stderr = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:  # show where it hangs (faulthandler dumps every thread on SIGABRT)
+        process.send_signal(signal.SIGABRT)
+        _, stderr = process.communicate()
+        raise AssertionError("no exit 60 s after the signal:\n" + stderr[-8000:]) from None
     assert process.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert_nothing_written(out)
@@ -292,3 +297,19 @@ def test_plain_progress_lines() -> None:
     lines = stream.getvalue().splitlines()
     assert lines[0] == "nemo-migrate: writing weights: 2.0 KB"
     assert "1.0 KB of 2.0 KB (50%)" in lines[1] and lines[2].startswith("nemo-migrate: writing weights: done, 1.0 KB")
+
+
+def test_two_conversions_at_once_do_not_collide(tmp_path: Path) -> None:
+    """No fixed temporary path (NeMo's script shares /tmp/nemo_tokenizer between runs)."""
+    processes = []
+    for name in ("tiny_llama_torch_dist", "tiny_llama_zarr"):
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "migrator", "convert", "--input_path", str(fixture_nemo(name)), "--output_path",
+             str(tmp_path / name), "--model_id", LLAMA_ID], cwd=REPO, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE))
+    for process in processes:
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, stderr.decode()
+    for name in ("tiny_llama_torch_dist", "tiny_llama_zarr"):
+        assert_complete(tmp_path / name)
+        assert verify_checkpoint(tmp_path / name, fixture_nemo("tiny_llama_torch_dist")).ok
