@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -295,16 +296,10 @@ def read_raw(directory: Path | None = None) -> dict[str, Any]:
     }
 
 
-def _fingerprint(directory: Path) -> str:
-    import hashlib
-
-    from migrator import __version__
-
-    digest = hashlib.sha256(__version__.encode())
-    for path in sorted(directory.rglob("*.yaml")):
-        digest.update(path.relative_to(directory).as_posix().encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:20]
+def table_files(directory: Path) -> list[Path]:
+    """The files `read_raw` reads (the cache key of the lint table)."""
+    return [directory / name for name in ("releases.yaml", "settings.yaml", "strategy.yaml")] + sorted(
+        (directory / "lint").glob("*.yaml"))
 
 
 def _cache_dir() -> Path:
@@ -316,33 +311,51 @@ def _cache_dir() -> Path:
     return Path(base)
 
 
-@functools.lru_cache(maxsize=None)
-def load_table(directory: str | None = None) -> Table:
-    """Load the table. The first load of a given table version validates it with pydantic
-    (`table_schema.validate`) and caches the data as JSON keyed by a content hash; later loads read the JSON and
-    convert it strictly without importing pydantic (a cold `lint` must start in well under 0.3 s)."""
+def cached_data(label: str, files: list[Path], produce: Callable[[], Any]) -> Any:
+    """`produce()`'s JSON-able result, cached under the user cache dir and keyed by the content of `files` (and
+    the package version), so a data file is parsed and validated once per change, not once per run. A cache that
+    cannot be written (read-only home) only costs speed."""
+    import hashlib
     import json
     import os
 
-    root = Path(directory) if directory else rules_dir()
-    cache = _cache_dir() / f"table-{_fingerprint(root)}.json"
+    from migrator import __version__
+
+    digest = hashlib.sha256(__version__.encode())
+    for path in files:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    cache = _cache_dir() / f"{label}-{digest.hexdigest()[:20]}.json"
     try:
-        raw = json.loads(cache.read_text(encoding="utf-8"))
+        return json.loads(cache.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        raw = None
-    if raw is None:
+        pass
+    data = produce()
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data), encoding="utf-8")
+        os.replace(tmp, cache)
+    except OSError:
+        pass
+    return data
+
+
+@functools.lru_cache(maxsize=None)
+def load_table(directory: str | None = None) -> Table:
+    """Load the table. The first load of a given table version validates it with pydantic
+    (`table_schema.validate`) and caches the data as JSON; later loads read the JSON and convert it strictly
+    without importing pydantic (a cold `lint` must start in well under 0.3 s)."""
+    root = Path(directory) if directory else rules_dir()
+
+    def validated() -> dict[str, Any]:
         from migrator.engine import table_schema
 
         raw = read_raw(root)
         table_schema.validate(raw)
-        try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(raw), encoding="utf-8")
-            os.replace(tmp, cache)
-        except OSError:
-            pass  # a read-only home only costs speed
-    return build(Table, raw, "rules")
+        return raw
+
+    return build(Table, cached_data("table", table_files(root), validated), "rules")
 
 
 def build(cls: Any, data: Any, where: str) -> Any:
