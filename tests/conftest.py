@@ -26,6 +26,17 @@ def _isolated_cache(tmp_path_factory):
     os.environ["NEMO_MIGRATE_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
 
 
+@pytest.fixture
+def files(tmp_path: Path):
+    """write(name, text or bytes) -> the path of a new file under tmp_path (folders made as needed)."""
+    def write(name: str, text: str | bytes) -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        (path.write_bytes if isinstance(text, bytes) else path.write_text)(text)
+        return path
+    return write
+
+
 def run_cli(*args: str, cwd: Path | None = None, input: str | None = None, entry: str = "nemo-migrate",
             env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the installed console script (falls back to `python -m migrator` for nemo-migrate)."""

@@ -15,16 +15,6 @@ CLEAN = ("exp_manager:\n  checkpoint_callback_params:\n    async_save: true\n"
          "model:\n  dist_ckpt_parallel_load: true\n  dist_ckpt_parallel_save: true\n")
 
 
-@pytest.fixture
-def files(tmp_path: Path):
-    def write(name: str, text: str | bytes) -> Path:
-        path = tmp_path / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        (path.write_bytes if isinstance(text, bytes) else path.write_text)(text)
-        return path
-    return write
-
-
 def test_exit_codes_and_summary(files):
     clean, bad = files("clean.yaml", CLEAN), files("bad.yaml", BAD)
     proc = run_cli("lint", str(clean))

@@ -87,16 +87,6 @@ def test_config_mismatch_uses_the_same_plan_as_patch():
     assert [d.code for d in lint(patched, config=config)] == ["NM114"]
 
 
-@pytest.fixture
-def files(tmp_path: Path):
-    def write(name: str, text: str | bytes) -> Path:
-        path = tmp_path / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        (path.write_bytes if isinstance(text, bytes) else path.write_text)(text)
-        return path
-    return write
-
-
 def test_cli_text_json_exit_codes_and_selection(files):
     path = files("train.py", HEAD + "s = nl.MegatronStrategy(ckpt_include_optimizer=True, ckpt_load_on_device=True)\n")
     proc = run_cli("lint", str(path))

@@ -2,73 +2,15 @@
 
 OmegaConf reads YAML 1.1 through PyYAML (`yes`/`no`/`on`/`off` are booleans, `0o17`-style octal as `017`) and adds
 a float resolver for exponents without a dot (`1e-5`). ruamel.yaml, which this project uses, reads YAML 1.2. So
-we let ruamel compose the node tree and resolve plain scalars ourselves with the 1.1 rules; quoted scalars are
-strings. Anchors and aliases are followed; OmegaConf interpolations (`${...}`) stay strings.
+we let ruamel compose the node tree and resolve plain scalars with the lint's 1.1 rules
+(`migrator.yaml.document.resolve_yaml11`); quoted scalars are strings. Anchors and aliases are followed; OmegaConf interpolations (`${...}`) stay strings.
 """
 from __future__ import annotations
 
-import math
-import re
 from typing import Any
 
 from migrator.errors import MigratorError
-
-_BOOLS = {
-    **dict.fromkeys(["yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON"], True),
-    **dict.fromkeys(["no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF"], False),
-}
-_NULLS = {"~", "null", "Null", "NULL", ""}
-_INT = re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+"
-                  r"|[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+)$")
-_FLOAT = re.compile(r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)"
-                    r"|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*"
-                    r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$")
-
-
-def _plain_scalar(text: str) -> Any:
-    if text in _BOOLS:
-        return _BOOLS[text]
-    if text in _NULLS:
-        return None
-    if _INT.match(text):
-        return _int(text)
-    if _FLOAT.match(text):
-        return _float(text)
-    return text
-
-
-def _int(text: str) -> int:
-    t = text.replace("_", "")
-    sign = -1 if t.startswith("-") else 1
-    t = t.lstrip("+-")
-    if t.startswith("0b"):
-        return sign * int(t[2:], 2)
-    if t.startswith("0x"):
-        return sign * int(t[2:], 16)
-    if len(t) > 1 and t.startswith("0"):
-        return sign * int(t, 8)
-    if ":" in t:
-        value = 0
-        for part in t.split(":"):
-            value = value * 60 + int(part)
-        return sign * value
-    return sign * int(t)
-
-
-def _float(text: str) -> float:
-    t = text.replace("_", "").lower()
-    if t.endswith(".inf"):
-        return -math.inf if t.startswith("-") else math.inf
-    if t.endswith(".nan"):
-        return math.nan
-    if ":" in t:
-        sign = -1 if t.startswith("-") else 1
-        value = 0.0
-        for part in t.lstrip("+-").split(":"):
-            value = value * 60 + float(part)
-        return sign * value
-    return float(t)
-
+from migrator.yaml.document import resolve_yaml11
 
 def _to_python(node: Any, memo: dict[int, Any]) -> Any:
     from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
@@ -76,7 +18,7 @@ def _to_python(node: Any, memo: dict[int, Any]) -> Any:
     if id(node) in memo:
         return memo[id(node)]
     if isinstance(node, ScalarNode):  # quoted and block scalars are strings; plain ones resolve as YAML 1.1
-        return node.value if node.style else _plain_scalar(node.value)
+        return node.value if node.style else resolve_yaml11(node.value)
     if isinstance(node, SequenceNode):
         items: list[Any] = []
         memo[id(node)] = items
