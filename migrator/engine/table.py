@@ -28,31 +28,34 @@ class Record:
 
     __pydantic_config__ = {"extra": "forbid", "strict": True}
 
+    def __repr__(self) -> str:  # one shared repr: per-class generated code costs start-up time (lint must start fast)
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
+
 Severity = Literal["error", "warning", "info"]
 Language = Literal["yaml", "python"]
 
 
 # ----------------------------------------------------------------------------------------------- releases.yaml
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class Release(Record):
     version: str
     date: str | None = None
     note: str | None = None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class DefaultTarget(Record):
     nemo: str
     megatron_core: str
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class Releases(Record):
     nemo: list[Release]
     megatron_core: list[Release]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class ReleaseTable(Record):
     schema_version: int
     default_target: DefaultTarget
@@ -60,7 +63,7 @@ class ReleaseTable(Record):
 
 
 # ----------------------------------------------------------------------------------------------- settings.yaml
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class DefaultValue(Record):
     """NeMo 1.0's value for an absent key; `source_before` limits it to configs from releases before that one."""
 
@@ -69,14 +72,14 @@ class DefaultValue(Record):
     why: str | None = None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class TargetArgument(Record):
     argument: str
     default: Scalar
     since: str
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class Lifecycle(Record):
     """A value deprecated or removed from a component version on (e.g. zarr in megatron-core)."""
 
@@ -85,7 +88,7 @@ class Lifecycle(Record):
     megatron_core: str | None = None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class ValueLifecycle(Record):
     deprecated: Lifecycle | None = None
     removed: Lifecycle | None = None
@@ -93,7 +96,7 @@ class ValueLifecycle(Record):
     convert_hint: str | None = None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class Condition(Record):
     """True when the value at `setting` (a sibling setting) or `path` (dotted, `model.` = the model mapping) is in
     `one_of` / not in `not_one_of`. An unknown value makes the condition unknown, which never reports."""
@@ -104,13 +107,13 @@ class Condition(Record):
     not_one_of: list[Scalar] | None = None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class NoEffect(Record):
     when: Condition
     message: str
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class Example(Record):
     """A snippet the test suite lints. Valid: no finding (of this rule, or on this setting's lines). Invalid: a
     finding with `code` at `at` ("line:col-line:col", 1-based, end exclusive); `fixed` is the text after its fix."""
@@ -126,13 +129,13 @@ class Example(Record):
     config: str | None = None  # python examples: the NeMo 1.0 YAML the code was migrated from (`lint --config`)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class Examples(Record):
     valid: list[str] = field(default_factory=list)
     invalid: list[Example] = field(default_factory=list)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class Setting(Record):
     key: str
     path: str
@@ -154,14 +157,14 @@ class Setting(Record):
         return self.path.startswith("model.")
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class SettingTable(Record):
     schema_version: int
     settings: list[Setting]
 
 
 # ----------------------------------------------------------------------------------------------- strategy.yaml
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class Argument(Record):
     name: str
     type: Literal["bool", "int", "str"]
@@ -175,7 +178,7 @@ class Argument(Record):
     other_types: list[Literal["bool", "int", "str"]] = field(default_factory=list)  # also accepted as they are
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class RemovedArgument(Record):
     name: str
     added: str
@@ -184,20 +187,20 @@ class RemovedArgument(Record):
     why: str
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class WrongName(Record):
     name: str
     use: str
     why: str
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class Conflict(Record):
     when: dict[str, Scalar]
     message: str
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class ArgumentNote(Record):
     """A migration note for an argument value on a range of targets."""
 
@@ -209,7 +212,7 @@ class ArgumentNote(Record):
     megatron_core_at_least: str | None = None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class StrategyTable(Record):
     schema_version: int
     class_names: list[str]
@@ -222,7 +225,7 @@ class StrategyTable(Record):
 
 
 # ----------------------------------------------------------------------------------------------- lint/*.yaml
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class LintRule(Record):
     """One lint rule's identity, documentation and examples (its check lives in migrator.yaml / migrator.python)."""
 
@@ -242,7 +245,7 @@ class LintRule(Record):
 
 
 # ----------------------------------------------------------------------------------------------- the whole table
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class Table:
     releases: ReleaseTable
     settings: SettingTable
