@@ -25,6 +25,9 @@ ZARR = "model:\n  dist_ckpt_format: zarr\n"  # NM106 error, no safe fix
 FIXABLE = "model:\n  dist_ckpt_parallel_load: off\n  dist_ckpt_parallel_save: yes\n"  # NM113 x2, safe fixes
 FIXED = "model:\n  dist_ckpt_parallel_load: False\n  dist_ckpt_parallel_save: True\n"
 CLEAN = "model:\n  dist_ckpt_format: torch_dist\n  dist_ckpt_parallel_load: True\n"
+PAIRED = "model:\n  dist_ckpt_format: torch_dist\n  dist_ckpt_parallel_dist_opt: True\n"
+# NeMo's migration page: dist_ckpt_parallel_dist_opt: True shown as ckpt_parallel_save_optim=False (NM120)
+INVERTED = "from nemo import lightning as nl\n\nstrategy = nl.MegatronStrategy(ckpt_parallel_save_optim=False)\n"
 
 
 def _section(output: str, hook_id: str) -> str:
@@ -98,7 +101,9 @@ def test_try_repo_lint_and_fix_hooks_in_a_real_repository(tmp_path, offline_env)
     write("conf/gpt.yaml", ZARR)
     write("conf/fixable.yaml", FIXABLE)
     write("conf/legacy/old.yaml", ZARR)  # excluded by the project configuration
-    write("nemo-migrator.toml", 'exclude = ["legacy"]\n')
+    write("conf/paired.yaml", PAIRED)
+    write("train.py", INVERTED)
+    write("nemo-migrator.toml", 'exclude = ["legacy"]\n[pairs]\n"conf/paired.yaml" = "train.py"\n')
     write(".github/workflows/ci.yml", "on: push\njobs: {}\n")  # YAML that is not a NeMo config: not judged
 
     # run 1: the lint hook fails with the finding; the fix hook rewrites fixable.yaml and fails
@@ -109,6 +114,8 @@ def test_try_repo_lint_and_fix_hooks_in_a_real_repository(tmp_path, offline_env)
     assert _status(output, "nemo-migrate lint") == "Failed"
     assert "conf/gpt.yaml:2:21: NM106 error: dist_ckpt_format: zarr" in lint
     assert "legacy" not in lint and "ci.yml" not in lint
+    # the script is judged against the config it is paired with (the YAML-against-Python consistency rule)
+    assert "train.py:3:48: NM120 error: ckpt_parallel_save_optim=False disagrees with model.dist_ckpt_parallel_dist_opt" in lint
     fix = _section(output, "nemo-migrate-fix")
     assert _status(output, "nemo-migrate lint --fix") == "Failed" and "files were modified by this hook" in fix
     assert (repo / "conf" / "fixable.yaml").read_text() == FIXED
@@ -117,6 +124,9 @@ def test_try_repo_lint_and_fix_hooks_in_a_real_repository(tmp_path, offline_env)
     # run 2: the fixer's own output is left alone (second run passes); a clean config passes the lint hook
     subprocess.run(["git", "add", "--", "conf/fixable.yaml"], cwd=repo, check=True)
     write("conf/gpt.yaml", CLEAN)
+    emitted = subprocess.run([str(Path(sys.executable).parent / "migrate-config"), "conf/paired.yaml", "--emit-python"],
+                             cwd=repo, capture_output=True, text=True, check=True).stdout
+    write("train.py", emitted)  # what migrate-config writes for the paired config agrees with it
     second = pre_commit("try-repo", str(ROOT), "--all-files", cwd=repo, env=offline_env)
     output = second.stdout + second.stderr
     assert second.returncode == 0, output

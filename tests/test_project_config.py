@@ -161,11 +161,8 @@ def test_pairs_point_a_script_at_its_config_and_partners_are_added(tmp_path, mon
     assert options.for_file("conf/gpt.yaml").config_path is None
     explicit = LintOptions(target=options.target, pairs=config.pairs, root=config.root, config_path=Path("x.yaml"))
     assert explicit.for_file("train.py").config_path == Path("x.yaml")  # `lint --config` wins over pairs
-    monkeypatch.setattr(proj, "python_lint_available", lambda: True)
     assert proj.consistency_partners(["conf/gpt.yaml"], options) == ["train.py"]
     assert proj.consistency_partners(["conf/gpt.yaml", "train.py"], options) == []
-    monkeypatch.setattr(proj, "python_lint_available", lambda: False)
-    assert proj.consistency_partners(["conf/gpt.yaml"], options) == []
 
 
 def test_a_script_paired_twice_is_an_error(tmp_path):
@@ -184,32 +181,28 @@ def test_per_file_ignores_extend_the_selection():
     assert options.for_file("other/x.yaml").selection.ignore == ("NM111",)
 
 
-def test_pairs_end_to_end_with_a_stand_in_python_lint(tmp_path, monkeypatch):
+def test_pairs_end_to_end_with_the_python_lint(tmp_path, monkeypatch):
     """`lint conf/gpt.yaml` (what the hook passes when only the config changed) also lints the paired script
-    against that config, and `--fix` never touches the script it was not given."""
+    against that config (NM120), and `--fix` never touches the script it was not given."""
     from click.testing import CliRunner
 
     from migrator.cli.lint_cmd import lint as lint_command
-    from migrator.engine import runner
 
+    script = "from nemo import lightning as nl\n\ns = nl.MegatronStrategy(ckpt_parallel_load=True)\n"
     (tmp_path / "conf").mkdir()
     (tmp_path / "conf" / "gpt.yaml").write_text("model:\n  dist_ckpt_parallel_load: off\n")
-    (tmp_path / "train.py").write_text("import nemo\n")
+    (tmp_path / "train.py").write_text(script)
     (tmp_path / "nemo-migrator.toml").write_text('[pairs]\n"conf/gpt.yaml" = "train.py"\n')
-    python = next(language for language in runner.LANGUAGES if language.name == "python")
-    fake = runner.Language("python", python.suffixes, "tests.fake_python_lint:check_text",
-                           "tests.fake_python_lint:parses", python.suppressions)
-    monkeypatch.setattr(runner, "LANGUAGES", [fake if language is python else language for language in runner.LANGUAGES])
-    monkeypatch.setattr(proj, "python_lint_available", lambda: True)
     monkeypatch.chdir(tmp_path)
 
     result = CliRunner().invoke(lint_command, ["--output-format", "json", "conf/gpt.yaml"])
     findings = json.loads(result.output)
-    script = [f for f in findings if f["filename"] == "train.py"]
-    assert [f["message"] for f in script] == [f"config_path={tmp_path / 'conf' / 'gpt.yaml'}"]
+    mismatch = [f for f in findings if f["filename"] == "train.py" and f["code"] == "NM120"]
+    assert any("ckpt_parallel_load=True disagrees with model.dist_ckpt_parallel_load: False" in f["message"]
+               for f in mismatch), findings
 
-    result = CliRunner().invoke(lint_command, ["--fix", "conf/gpt.yaml"])
-    assert (tmp_path / "train.py").read_text() == "import nemo\n"  # a partner is reported, never fixed
+    CliRunner().invoke(lint_command, ["--fix", "--unsafe-fixes", "conf/gpt.yaml"])
+    assert (tmp_path / "train.py").read_text() == script  # a partner is reported, never fixed
     assert (tmp_path / "conf" / "gpt.yaml").read_text() == "model:\n  dist_ckpt_parallel_load: False\n"
-    result = CliRunner().invoke(lint_command, ["--fix", "train.py"])
-    assert (tmp_path / "train.py").read_text() == "# rewritten\nimport nemo\n"  # given: fixed, with its config
+    CliRunner().invoke(lint_command, ["--fix", "--unsafe-fixes", "train.py"])
+    assert "ckpt_parallel_load=False" in (tmp_path / "train.py").read_text()  # given: fixed against its config

@@ -293,22 +293,11 @@ def file_options(options: Any, path: str) -> Any:
     return replace(options, selection=selection, config_path=config_path)
 
 
-def python_lint_available() -> bool:
-    """The Python lint (with the YAML-against-Python consistency rules) ships with the rewriter."""
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec("migrator.python.lint") is not None
-    except ModuleNotFoundError:  # pragma: no cover - migrator.python itself missing
-        return False
-
-
 def consistency_partners(paths: list[str], options: Any) -> list[str]:
     """Scripts to lint beside `paths` so the consistency rules run whichever side of a pair changed: for each YAML
     config in `paths` that the project pairs with a script not in `paths`, that script (as a path relative to the
-    current directory when it lies below it). They are reported, never fixed (a hook touches only its files).
-    Empty until the Python lint is installed."""
-    if not options.pairs or not python_lint_available():
+    current directory when it lies below it). They are reported, never fixed (a hook touches only its files)."""
+    if not options.pairs:
         return []
     root = options.root or Path.cwd()
     given = {relative_to_root(p, root) for p in paths}
