@@ -115,7 +115,7 @@ def test_try_repo_lint_and_fix_hooks_in_a_real_repository(tmp_path, offline_env)
     assert "conf/gpt.yaml:2:21: NM106 error: dist_ckpt_format: zarr" in lint
     assert "legacy" not in lint and "ci.yml" not in lint
     # the script is judged against the config it is paired with (the YAML-against-Python consistency rule)
-    assert "train.py:3:48: NM120 error: ckpt_parallel_save_optim=False disagrees with model.dist_ckpt_parallel_dist_opt" in lint
+    assert "train.py:3:57: NM120 error: ckpt_parallel_save_optim=False disagrees with model.dist_ckpt_parallel_dist_opt" in lint
     fix = _section(output, "nemo-migrate-fix")
     assert _status(output, "nemo-migrate lint --fix") == "Failed" and "files were modified by this hook" in fix
     assert (repo / "conf" / "fixable.yaml").read_text() == FIXED
