@@ -157,8 +157,8 @@ def _write_output(source: Source, plan: Plan, options: ConvertOptions, progress:
                   cancel: threading.Event, warn: Warn) -> dict[str, int]:
     """Write OUT.partial/ and rename it to OUT.
 
-    The weights are written on a second thread while the model spec and tokenizer are derived (about half a
-    second of parsing that would otherwise come before the first byte is copied). If the spec fails (bad model
+    The weights are written on a second thread while the model spec and tokenizer are derived (work that
+    would otherwise come before the first byte is copied). If the spec fails (bad model
     id, shapes that contradict the YAML, --strict), the copy is cancelled and nothing is left behind.
     """
     partial = partial_path(options.output_path)

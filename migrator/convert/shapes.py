@@ -84,6 +84,17 @@ def _kv_channels(v: dict) -> int:
     return v["kv_channels"] or v["hidden_size"] // v["num_attention_heads"]
 
 
+def _embedding(index: Mapping[str, TensorInfo], H: int) -> TensorInfo:
+    """The word embedding, which every family has as [padded_vocab, hidden_size]."""
+    emb = index.get("embedding.word_embeddings.weight")
+    if emb is None:
+        raise MigratorError("model.embedding.word_embeddings.weight: missing from the checkpoint")
+    if len(emb.shape) != 2 or emb.shape[1] != H:
+        raise MigratorError(f"model.embedding.word_embeddings.weight: shape {list(emb.shape)} contradicts "
+                            f"model_config.yaml (hidden_size={H} -> [padded_vocab, {H}])")
+    return emb
+
+
 def check_gpt(values: dict, tensors: Mapping[str, TensorInfo]) -> ShapeFacts:
     """megatron-core GPTModel layout (local or Transformer Engine spec; dense or MoE)."""
     index = tensor_index(tensors)
@@ -100,12 +111,7 @@ def check_gpt(values: dict, tensors: Mapping[str, TensorInfo]) -> ShapeFacts:
     dims = (f"num_attention_heads={heads}, num_query_groups={v['num_query_groups']}, "
             f"kv_channels={v['kv_channels']}, hidden_size={H}")
 
-    emb = index.get("embedding.word_embeddings.weight")
-    if emb is None:
-        raise MigratorError("model.embedding.word_embeddings.weight: missing from the checkpoint")
-    if len(emb.shape) != 2 or emb.shape[1] != H:
-        raise MigratorError(f"model.embedding.word_embeddings.weight: shape {list(emb.shape)} contradicts "
-                            f"model_config.yaml (hidden_size={H} -> [padded_vocab, {H}])")
+    emb = _embedding(index, H)
     vocab = emb.shape[0]
     c.expect("embedding.word_embeddings.weight", (vocab, H), f"hidden_size={H}")
 
@@ -204,12 +210,7 @@ def check_mamba(values: dict, tensors: Mapping[str, TensorInfo]) -> ShapeFacts:
     index = tensor_index(tensors)
     v = values
     H = v["hidden_size"]
-    emb = index.get("embedding.word_embeddings.weight")
-    if emb is None:
-        raise MigratorError("model.embedding.word_embeddings.weight: missing from the checkpoint")
-    if len(emb.shape) != 2 or emb.shape[1] != H:
-        raise MigratorError(f"model.embedding.word_embeddings.weight: shape {list(emb.shape)} contradicts "
-                            f"model_config.yaml (hidden_size={H})")
+    emb = _embedding(index, H)
     pattern = v["hybrid_override_pattern"]
     kinds = {"M": "mixer.", "*": "self_attention.", "-": "mlp."}
     layers: dict[int, set[str]] = {}
