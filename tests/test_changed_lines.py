@@ -84,3 +84,26 @@ def test_diff_only_errors(tmp_path):
     assert proc.returncode == 2 and "--diff-only: not inside a git repository" in proc.stderr
     proc = run_cli("lint", "--fix", "--changed-lines-from", "-", "a.yaml", cwd=tmp_path, input="")
     assert proc.returncode == 2 and "cannot be combined with --fix" in proc.stderr
+
+
+@pytest.mark.skipif(GIT is None, reason="git is not installed")
+def test_diff_only_counts_from_the_merge_base_not_from_where_base_has_moved_since(tmp_path):
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args], cwd=tmp_path,
+                              check=True, capture_output=True, text=True).stdout
+
+    git("init", "-q", "-b", "main")
+    (tmp_path / "a.yaml").write_text(BASE)
+    git("add", ".")
+    git("commit", "-q", "-m", "base")
+    git("checkout", "-q", "-b", "feature")
+    (tmp_path / "a.yaml").write_text(NEW)  # the branch's change: rows 3 and 4
+    git("commit", "-q", "-am", "feature")
+    git("checkout", "-q", "main")
+    (tmp_path / "a.yaml").write_text(BASE.replace("zarr", "torch_dist"))  # main moves on: row 2
+    git("commit", "-q", "-am", "main moves")
+    git("checkout", "-q", "feature")
+    proc = run_cli("lint", "--output-format", "json", "--diff-only", "main", "a.yaml", cwd=tmp_path)
+    # row 2 (zarr, NM106) differs from main's tip, but the branch did not touch it
+    assert sorted((f["code"], f["location"]["row"]) for f in json.loads(proc.stdout)) == [("NM101", 3), ("NM113", 4)]
+    assert proc.returncode == 1

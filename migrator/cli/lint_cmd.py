@@ -26,7 +26,8 @@ from migrator.output import RENDERERS
 @click.option("--exit-zero", is_flag=True, help="Exit 0 even when findings remain (still 2 on bad input).")
 @click.option("--exit-non-zero-on-fix", is_flag=True, help="Exit 1 when --fix changed a file.")
 @click.option("--diff-only", "diff_base", metavar="BASE",
-              help="Report only findings on lines changed since the git revision BASE (git diff BASE, working tree).")
+              help="Report only findings on lines the change since BASE adds (git diff from the merge base of "
+                   "BASE and HEAD to the working tree, as a pull request shows it).")
 @click.option("--changed-lines-from", metavar="DIFF",
               help="Report only findings on lines a unified diff adds (a file, or - for stdin).")
 @click.option("--project-root", type=click.Path(file_okay=False), default=None,

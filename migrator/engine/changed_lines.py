@@ -105,7 +105,10 @@ def git_toplevel(cwd: Path | None = None) -> Path | None:
 
 
 def changed_lines_from_git(base: str) -> tuple[dict[str, set[int] | None], Path]:
-    """`git diff BASE` against the working tree (plus untracked files, wholly new), paths relative to the top."""
+    """What the change since BASE adds: `git diff $(git merge-base BASE HEAD)` against the working tree (plus
+    untracked files, wholly new), paths relative to the top. Diffing from the merge base, as a pull request does,
+    keeps what BASE gained after the branch left it out of the change; where HEAD is GitHub's merge commit of a
+    pull request, the merge base is BASE itself."""
     top = git_toplevel()
     if top is None:
         raise MigratorError("--diff-only: not inside a git repository")
@@ -114,8 +117,13 @@ def changed_lines_from_git(base: str) -> tuple[dict[str, set[int] | None], Path]
     except MigratorError:
         raise MigratorError(f"--diff-only: {base!r} is not a commit in {top} (fetch it first in a shallow CI clone)")\
             from None
+    try:
+        start = _git("merge-base", base, "HEAD", cwd=top).strip()
+    except MigratorError:
+        raise MigratorError(f"--diff-only: {base!r} and HEAD have no common ancestor in {top} (a shallow clone? "
+                            "fetch with fetch-depth: 0)") from None
     diff = _git("-c", "core.quotePath=false", "diff", "--no-color", "--no-ext-diff", "--find-renames", "-U0",
-                base, "--", cwd=top)
+                start, "--", cwd=top)
     changed = parse_unified_diff(diff)
     for name in _git("-c", "core.quotePath=false", "ls-files", "--others", "--exclude-standard", "-z",
                      cwd=top).split("\0"):
