@@ -101,3 +101,28 @@ def test_a_comment_naming_nm001_silences_it():
     suppressions = Suppressions.scan(text)
     found = unused_suppressions(suppressions, text, "c.yaml", load_table(), Selection(), "yaml")
     assert found == []
+
+
+def test_only_real_comments_suppress_not_strings_or_block_scalars(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text('model:\n  name: "gpt # nemo-migrate: ignore[NM106]"\n  dist_ckpt_format: zarr\n'
+                    '  notes: |\n    # nemo-migrate: ignore[NM101]\n  dist_ckpt_parallel_load: "True"\n')
+    found = sorted((f["code"], f["location"]["row"]) for f in findings(path))
+    assert found == [("NM101", 6), ("NM106", 3), ("NM111", 1)]  # NM111: the note on `model:`
+    before = path.read_text()
+    run_cli("lint", "--fix", str(path))  # no NM001 fix may cut into the string or the block scalar
+    assert path.read_text() == before
+    script = tmp_path / "train.py"
+    script.write_text('from nemo import lightning as nl\nNOTE = "see below  # noqa: NM103"\n'
+                      's = nl.MegatronStrategy(ckpt_load_on_device=True)\n')
+    assert [(f["code"], f["location"]["row"]) for f in findings(script)] == [("NM103", 3)]
+
+
+def test_rows_count_line_feeds_as_the_findings_do_not_form_feeds(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text("from nemo import lightning as nl\n\x0c\n"
+                      "s = nl.MegatronStrategy(ckpt_load_on_device=True)  # type: ignore  # noqa: NM103\n")
+    assert findings(script) == []
+    text = "a: 1\x0c\r\n# nemo-migrate: ignore[NM110]\r\n"
+    (item,) = Suppressions.scan(text).items
+    assert (item.row, item.column) == (2, 1)

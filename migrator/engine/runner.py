@@ -51,6 +51,7 @@ class Language:
     check: str  # (text, filename, table, options) -> list[Diagnostic]; raises MigratorError if unparsable
     parses: str  # (text, filename) -> bool: does a fixed text still parse (and compile)?
     suppressions: tuple[re.Pattern[str], ...]
+    comments: str  # (text, rows) -> {row: column where its comment starts} (see migrator.engine.suppression)
 
     def function(self, which: str) -> Callable:
         module, name = getattr(self, which).split(":")
@@ -59,9 +60,9 @@ class Language:
 
 LANGUAGES: list[Language] = [
     Language("yaml", (".yaml", ".yml"), "migrator.yaml.lint:check_text", "migrator.yaml.lint:parses",
-             (IGNORE_COMMENT,)),
+             (IGNORE_COMMENT,), "migrator.yaml.lint:comment_starts"),
     Language("python", (".py",), "migrator.python.lint:check_text", "migrator.python.lint:parses",
-             (IGNORE_COMMENT, NOQA_COMMENT)),
+             (IGNORE_COMMENT, NOQA_COMMENT), "migrator.python.lint:comment_starts"),
 ]
 
 
@@ -133,7 +134,7 @@ def check_text(text: str, filename: str, table: Table, options: LintOptions,
     """Findings for one text after selection and suppression comments (raises MigratorError if unparsable)."""
     language = language or language_for(filename)
     diagnostics = language.function("check")(text, filename, table, options)
-    suppressions = Suppressions.scan(text, language.suppressions)
+    suppressions = Suppressions.scan(text, language.suppressions, language.function("comments"))
     enabled = [d for d in diagnostics if options.selection.enabled(d.code, d.name)]
     kept = suppressions.filter(enabled)
     kept += unused_suppressions(suppressions, text, filename, table, options.selection, language.name)  # NM001

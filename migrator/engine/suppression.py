@@ -2,11 +2,13 @@
 
 A comment silences a finding that starts on its own line or on the line below it. A comment without codes
 silences every finding there. Each comment remembers whether it silenced anything, so a comment that
-suppresses nothing can itself be reported.
+suppresses nothing can itself be reported. Only real comments count: the language says where its comments start
+(Python's tokenizer, YAML's node positions), so `"# noqa: NM108"` inside a string silences nothing.
 """
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from migrator.engine.diagnostics import Diagnostic
@@ -30,17 +32,33 @@ class Suppression:
         return self.codes is None or code in self.codes or name in self.codes
 
 
+def rows(text: str) -> list[str]:
+    """The file's rows as findings number them: split at LF (a CRLF's CR dropped). A form feed or another character
+    `str.splitlines()` also breaks at stays inside its row, as Python's tokenizer and the fix applier count."""
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+# (text, rows holding a candidate) -> {row: 1-based column where that row's comment starts}; None: cannot tell
+CommentStarts = Callable[[str, set[int]], "dict[int, int] | None"]
+
+
 class Suppressions:
-    def __init__(self, items: list[Suppression]):
+    def __init__(self, items: list[Suppression], lines: list[str] | None = None):
         self.items = items
+        self.lines = lines or []
         self._by_row: dict[int, list[Suppression]] = {}
         for item in items:
             self._by_row.setdefault(item.row, []).append(item)
 
     @classmethod
-    def scan(cls, text: str, patterns: tuple[re.Pattern[str], ...] = (IGNORE_COMMENT,)) -> Suppressions:
+    def scan(cls, text: str, patterns: tuple[re.Pattern[str], ...] = (IGNORE_COMMENT,),
+             comment_starts: CommentStarts | None = None) -> Suppressions:
+        lines = rows(text)
         items = []
-        for row, line in enumerate(text.splitlines(), start=1):
+        for row, line in enumerate(lines, start=1):
             if "#" not in line:
                 continue
             for pattern in patterns:
@@ -52,7 +70,11 @@ class Suppressions:
                     kind = "noqa" if pattern is NOQA_COMMENT else "ignore"
                     items.append(Suppression(row, match.start() + 1, match.end() + 1, parsed, kind=kind,
                                              code_list=listed, codes_span=span))
-        return cls(items)
+        if items and comment_starts is not None:
+            starts = comment_starts(text, {item.row for item in items})
+            if starts is not None:  # keep what lies inside a comment (`# type: ignore  # noqa: NM108` too)
+                items = [item for item in items if item.row in starts and item.column >= starts[item.row]]
+        return cls(items, lines)
 
     def filter(self, diagnostics: list[Diagnostic]) -> list[Diagnostic]:
         """The findings no comment silences (and mark the comments that silenced something)."""

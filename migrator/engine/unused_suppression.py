@@ -28,7 +28,7 @@ def unused_suppressions(suppressions: Suppressions, text: str, filename: str, ta
     if rule is None or not selection.enabled(CODE, NAME) or not suppressions.items:
         return []
     by_name = {r.name: r for r in table.lint_rules}
-    lines = text.splitlines()  # the rows Suppressions.scan numbered
+    lines = suppressions.lines  # the rows Suppressions.scan numbered
     findings = []
     for item in suppressions.items:
         if item.codes is None:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import ast
 import functools
+import io
 import os
+import tokenize
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,20 @@ def check_text(text: str, filename: str, table: Table, options: Any) -> list[Dia
         mapping = config_mapping(str(options.config_path), table, options.target, options.source)
     checker = _Checker(module, text, filename, table, options.target, mapping, shift)
     return checker.run()
+
+
+def comment_starts(text: str, wanted: set[int]) -> dict[int, int] | None:
+    """Where each wanted row's comment starts, from Python's own tokenizer (so `#` in a string is no comment)."""
+    shift = 1 if text.startswith(BOM) else 0
+    starts: dict[int, int] = {}
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(text.removeprefix(BOM)).readline):
+            if token.type == tokenize.COMMENT and token.start[0] in wanted:
+                row, column = token.start
+                starts[row] = column + 1 + (shift if row == 1 else 0)
+    except (tokenize.TokenError, SyntaxError):
+        return None
+    return starts
 
 
 def config_mapping(path: str, table: Table, target: Target, source: Source) -> Mapping:
