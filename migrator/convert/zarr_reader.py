@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import itertools
 import json
+import warnings
 import zlib
 from dataclasses import dataclass
 from math import ceil, prod
@@ -157,7 +158,9 @@ def decode_chunk(chunk: StoredChunk, data: bytes | bytearray | memoryview) -> "t
     dtype = getattr(torch, chunk.dtype)
     if stored == 0:
         return torch.empty(chunk.sizes, dtype=dtype)
-    flat = torch.frombuffer(data, dtype=dtype, count=prod(chunk.stored_shape))
+    with warnings.catch_warnings():  # decompressed chunks are immutable bytes; the tensor is only read
+        warnings.filterwarnings("ignore", message="The given buffer is not writable")
+        flat = torch.frombuffer(data, dtype=dtype, count=prod(chunk.stored_shape))
     tensor = flat.view(chunk.stored_shape) if chunk.stored_shape else flat.view(())
     if tuple(chunk.sizes) != tuple(chunk.stored_shape):  # an edge chunk: zarr pads it to the full chunk shape
         tensor = tensor[tuple(slice(0, s) for s in chunk.sizes)].contiguous()

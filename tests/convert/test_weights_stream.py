@@ -51,6 +51,7 @@ def test_cast_equals_torch_cast(tmp_path: Path, dtype: str, torch_dtype: torch.d
     assert len(objects) == 8
 
 
+@pytest.mark.filterwarnings("error:The given buffer is not writable")  # a zlib chunk is immutable bytes
 def test_cast_to_bf16_of_an_fp32_zarr_with_edge_chunks_and_zlib(tmp_path: Path, make_nemo) -> None:
     tensors = factory.tiny_llama_tensors(dtype=torch.float32, seed=3)
     chunks = {"model.embedding.word_embeddings.weight": (48, 40),  # 128x64 -> padded edge chunks
