@@ -51,7 +51,7 @@ class Language:
     check: str  # (text, filename, table, options) -> list[Diagnostic]; raises MigratorError if unparsable
     parses: str  # (text, filename) -> bool: does a fixed text still parse (and compile)?
     suppressions: tuple[re.Pattern[str], ...]
-    comments: str  # (text, rows) -> {row: column where its comment starts} (see migrator.engine.suppression)
+    comments: str  # (text, filename, rows) -> {row: column where its comment starts} (migrator.engine.suppression)
 
     def function(self, which: str) -> Callable:
         module, name = getattr(self, which).split(":")
@@ -134,7 +134,7 @@ def check_text(text: str, filename: str, table: Table, options: LintOptions,
     """Findings for one text after selection and suppression comments (raises MigratorError if unparsable)."""
     language = language or language_for(filename)
     diagnostics = language.function("check")(text, filename, table, options)
-    suppressions = Suppressions.scan(text, language.suppressions, language.function("comments"))
+    suppressions = Suppressions.scan(text, language.suppressions, language.function("comments"), filename)
     enabled = [d for d in diagnostics if options.selection.enabled(d.code, d.name)]
     kept = suppressions.filter(enabled)
     kept += unused_suppressions(suppressions, text, filename, table, options.selection, language.name)  # NM001

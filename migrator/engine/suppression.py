@@ -41,8 +41,8 @@ def rows(text: str) -> list[str]:
     return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
-# (text, rows holding a candidate) -> {row: 1-based column where that row's comment starts}; None: cannot tell
-CommentStarts = Callable[[str, set[int]], "dict[int, int] | None"]
+# (text, filename, rows holding a candidate) -> {row: 1-based column where that row's comment starts}; None: cannot tell
+CommentStarts = Callable[[str, str, set[int]], "dict[int, int] | None"]
 
 
 class Suppressions:
@@ -55,7 +55,7 @@ class Suppressions:
 
     @classmethod
     def scan(cls, text: str, patterns: tuple[re.Pattern[str], ...] = (IGNORE_COMMENT,),
-             comment_starts: CommentStarts | None = None) -> Suppressions:
+             comment_starts: CommentStarts | None = None, filename: str = "") -> Suppressions:
         lines = rows(text)
         items = []
         for row, line in enumerate(lines, start=1):
@@ -71,7 +71,7 @@ class Suppressions:
                     items.append(Suppression(row, match.start() + 1, match.end() + 1, parsed, kind=kind,
                                              code_list=listed, codes_span=span))
         if items and comment_starts is not None:
-            starts = comment_starts(text, {item.row for item in items})
+            starts = comment_starts(text, filename, {item.row for item in items})
             if starts is not None:  # keep what lies inside a comment (`# type: ignore  # noqa: NM108` too)
                 items = [item for item in items if item.row in starts and item.column >= starts[item.row]]
         return cls(items, lines)

@@ -66,7 +66,7 @@ def check_text(text: str, filename: str, table: Table, options: Any) -> list[Dia
     return checker.run()
 
 
-def comment_starts(text: str, wanted: set[int]) -> dict[int, int] | None:
+def comment_starts(text: str, filename: str, wanted: set[int]) -> dict[int, int] | None:
     """Where each wanted row's comment starts, from Python's own tokenizer (so `#` in a string is no comment)."""
     shift = 1 if text.startswith(BOM) else 0
     starts: dict[int, int] = {}

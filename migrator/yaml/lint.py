@@ -5,6 +5,7 @@ import functools
 from typing import Any
 
 from migrator.engine.diagnostics import Diagnostic
+from migrator.engine.fixes import line_offsets
 from migrator.engine.suppression import rows as split_rows
 from migrator.engine.table import Table
 from migrator.errors import MigratorError
@@ -30,11 +31,11 @@ def parses(text: str, filename: str) -> bool:
     return True
 
 
-def comment_starts(text: str, wanted: set[int]) -> dict[int, int] | None:
+def comment_starts(text: str, filename: str, wanted: set[int]) -> dict[int, int] | None:
     """Where a comment starts on each wanted row: the first `#` at the start of the line or after a blank that is
     not inside a quoted or block scalar (a plain scalar cannot hold ` #`)."""
     try:
-        document = _parsed(text, "")
+        document = _parsed(text, filename)  # the tree check_text already built
     except MigratorError:
         return None
     spans: list[tuple[int, int]] = []
@@ -52,16 +53,16 @@ def comment_starts(text: str, wanted: set[int]) -> dict[int, int] | None:
 
     for root in document.roots:
         collect(root)
+    offsets = line_offsets(text)
+    lines = split_rows(text)
     starts: dict[int, int] = {}
-    offset = 0
-    for row, line in enumerate(split_rows(text), start=1):
-        if row in wanted:
-            column = line.find("#")
-            while column != -1:
-                at = offset + column
-                if (column == 0 or line[column - 1] in " \t") and not any(a <= at < b for a, b in spans):
-                    starts[row] = column + 1
-                    break
-                column = line.find("#", column + 1)
-        offset += len(line) + 1 + (text[offset + len(line)] == "\r" if offset + len(line) < len(text) else 0)
+    for row in wanted:
+        line = lines[row - 1]
+        column = line.find("#")
+        while column != -1:
+            at = offsets[row] + column
+            if (column == 0 or line[column - 1] in " \t") and not any(a <= at < b for a, b in spans):
+                starts[row] = column + 1
+                break
+            column = line.find("#", column + 1)
     return starts
