@@ -81,10 +81,6 @@ class Source:
         """A seekable read-only stream over one member (random-access sources only)."""
         raise NotImplementedError
 
-    def open_range(self, name: str, offset: int, length: int) -> BinaryIO:
-        """A seekable read-only stream over `length` bytes at `offset` of a member (random-access sources only)."""
-        raise NotImplementedError
-
     def copy_member(self, name: str, dest: Path, *, link: bool = False, progress=None, cancel=None) -> str:
         """Copy (or, where `link` and possible, hard-link) one member to `dest`; returns "copy" or "link"."""
         raise NotImplementedError
@@ -242,12 +238,6 @@ class TarSource(Source):
         offset, size = self._range(name)
         return FileSlice(self.path, offset, size)  # type: ignore[return-value]
 
-    def open_range(self, name: str, offset: int, length: int) -> BinaryIO:
-        start, size = self._range(name)
-        if offset + length > size:
-            raise MigratorError(f"{self.describe(name)}: truncated archive")
-        return FileSlice(self.path, start + offset, length)  # type: ignore[return-value]
-
     def copy_member(self, name: str, dest: Path, *, link: bool = False, progress=None, cancel=None) -> str:
         offset, size = self._range(name)
         try:
@@ -403,9 +393,6 @@ class FolderSource(Source):
     def open_member(self, name: str) -> BinaryIO:
         path = self.file(name)
         return FileSlice(path, 0, path.stat().st_size)  # type: ignore[return-value]
-
-    def open_range(self, name: str, offset: int, length: int) -> BinaryIO:
-        return FileSlice(self.file(name), offset, length)  # type: ignore[return-value]
 
     def copy_member(self, name: str, dest: Path, *, link: bool = False, progress=None, cancel=None) -> str:
         path = self.file(name)

@@ -13,10 +13,9 @@ Output chunks keep the source's chunk layout (one or more per layer), each writt
 """
 from __future__ import annotations
 
-import gzip
 import threading
-import zlib
 from collections import defaultdict
+from math import prod
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator
 
@@ -29,6 +28,7 @@ from migrator.convert.progress import Progress
 from migrator.convert.source import Source
 from migrator.convert.torch_save_format import FileRange, wrap_object
 from migrator.convert.workers import run_tasks
+from migrator.convert.zarr_reader import decode_chunk, decompressed
 from migrator.errors import MigratorError
 
 # A unit of work: given a stream positioned at its bytes and an output data file, write one item.
@@ -66,16 +66,9 @@ def _decode_raw_same_dtype(chunk: StoredChunk, data: bytearray) -> memoryview:
     """The valid region of a raw zarr chunk as C-order bytes (numpy moves bytes; dtype does not matter)."""
     import numpy as np
 
-    if chunk.compressor == "zlib":
-        data = bytearray(zlib.decompress(data))
-    elif chunk.compressor == "gzip":
-        data = bytearray(gzip.decompress(data))
+    data = decompressed(chunk, data)
     size = itemsize(chunk.dtype)
-    stored = 1
-    for n in chunk.stored_shape:
-        stored *= n
-    if len(data) < stored * size:
-        raise MigratorError(f"{chunk.member}: truncated chunk of {chunk.key} ({len(data)} of {stored * size} bytes)")
+    stored = prod(chunk.stored_shape)
     if tuple(chunk.sizes) == tuple(chunk.stored_shape):
         return memoryview(data)[:stored * size]
     array = np.frombuffer(data, dtype=np.dtype(f"u{size}"), count=stored).reshape(chunk.stored_shape)
@@ -101,10 +94,7 @@ def _cast_pieces(tensor: "object", dtype: str) -> Iterator[memoryview]:
 def _chunk_job(writer: DcpWriter, tensor: TensorPlan, chunk: StoredChunk, source: Source, progress: Progress,
                cancel: threading.Event) -> Job:
     what = source.describe(chunk.member)
-    nbytes = 1
-    for n in chunk.sizes:
-        nbytes *= n
-    nbytes *= itemsize(tensor.dtype)
+    nbytes = prod(chunk.sizes) * itemsize(tensor.dtype)
     same = tensor.dtype == tensor.source_dtype
 
     def job(stream: BinaryIO, out: DataFile) -> None:
@@ -131,12 +121,8 @@ def _chunk_job(writer: DcpWriter, tensor: TensorPlan, chunk: StoredChunk, source
                 skip(stream, chunk.byte_length - nbytes)
             return
         if chunk.encoding == "torch_save":  # a cast (same-dtype blobs were copied above)
-            if source.random_access:  # torch.load reads the blob in place: one copy of the chunk in memory
-                with source.open_range(chunk.member, chunk.byte_offset, chunk.byte_length) as blob:
-                    loaded = _load_torch_chunk(blob, chunk, what)
-                progress.advance(chunk.byte_length)
-            else:  # a stream: the blob's bytes, viewed as the tensor without a second copy
-                loaded = view_torch_chunk(_read_all(stream, chunk.byte_length, progress, what), chunk, what)
+            # the blob's bytes, viewed as the tensor without a second copy: one copy of the chunk in memory
+            loaded = view_torch_chunk(_read_all(stream, chunk.byte_length, progress, what), chunk, what)
             writer.write_chunk(out, tensor.new_key, chunk.offsets, chunk.sizes, nbytes,
                                _cast_pieces(loaded, tensor.dtype))
             return
@@ -144,8 +130,6 @@ def _chunk_job(writer: DcpWriter, tensor: TensorPlan, chunk: StoredChunk, source
         if same:
             pieces: Iterable[memoryview] = [_decode_raw_same_dtype(chunk, data)]
         else:
-            from migrator.convert.zarr_reader import decode_chunk
-
             pieces = _cast_pieces(decode_chunk(chunk, data), tensor.dtype)  # shares `data` (a full chunk)
         writer.write_chunk(out, tensor.new_key, chunk.offsets, chunk.sizes, nbytes, pieces)
     return job
@@ -168,21 +152,6 @@ def view_torch_chunk(data: bytearray, chunk: StoredChunk, what: str) -> "object"
     storage = torch.frombuffer(data, dtype=getattr(torch, layout.dtype), count=layout.storage_numel,
                                offset=layout.data_offset)
     return storage.as_strided(layout.size, layout.stride, layout.storage_offset)
-
-
-def _load_torch_chunk(blob: BinaryIO, chunk: StoredChunk, what: str) -> "object":
-    import torch
-
-    try:
-        tensor = torch.load(blob, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unreadable blob is bad input
-        raise MigratorError(f"{what}: chunk of {chunk.key} at {list(chunk.offsets)} is unreadable "
-                            f"({type(error).__name__}: {error})") from None
-    if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != tuple(chunk.sizes):
-        shape = list(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
-        raise MigratorError(f"{what}: chunk of {chunk.key} at {list(chunk.offsets)} holds {shape}, the index says "
-                            f"{list(chunk.sizes)}")
-    return tensor
 
 
 def _object_job(writer: DcpWriter, obj: ObjectPlan, source: Source, progress: Progress,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import gzip
 import itertools
 import json
-import warnings
 import zlib
 from dataclasses import dataclass
 from math import ceil, prod
@@ -144,23 +143,29 @@ def is_zarr_chunk_member(relative: str) -> bool:
     return not leaf.startswith(".") and not (len(parts) == 2 and leaf.startswith("shard_") and leaf.endswith(".pt"))
 
 
-def decode_chunk(chunk: StoredChunk, data: bytes | bytearray | memoryview) -> "torch.Tensor":
-    """The valid region of a raw zarr chunk as a tensor. Shares `data`'s memory unless it is an edge chunk."""
-    import torch
-
+def decompressed(chunk: StoredChunk, data: bytearray) -> bytearray:
+    """A raw zarr chunk's bytes, decompressed into a writable buffer (torch.frombuffer wants one) and checked to
+    hold the whole stored chunk."""
     if chunk.compressor == "zlib":
-        data = zlib.decompress(data)
+        data = bytearray(zlib.decompress(data))
     elif chunk.compressor == "gzip":
-        data = gzip.decompress(data)
+        data = bytearray(gzip.decompress(data))
     stored = prod(chunk.stored_shape) * itemsize(chunk.dtype)
     if len(data) < stored:
         raise MigratorError(f"{chunk.member}: truncated chunk of {chunk.key} ({len(data)} of {stored} bytes)")
+    return data
+
+
+def decode_chunk(chunk: StoredChunk, data: bytearray) -> "torch.Tensor":
+    """The valid region of a raw zarr chunk as a tensor. Shares `data`'s memory unless it is compressed or an edge
+    chunk."""
+    import torch
+
+    data = decompressed(chunk, data)
     dtype = getattr(torch, chunk.dtype)
-    if stored == 0:
+    if prod(chunk.stored_shape) == 0:
         return torch.empty(chunk.sizes, dtype=dtype)
-    with warnings.catch_warnings():  # decompressed chunks are immutable bytes; the tensor is only read
-        warnings.filterwarnings("ignore", message="The given buffer is not writable")
-        flat = torch.frombuffer(data, dtype=dtype, count=prod(chunk.stored_shape))
+    flat = torch.frombuffer(data, dtype=dtype, count=prod(chunk.stored_shape))
     tensor = flat.view(chunk.stored_shape) if chunk.stored_shape else flat.view(())
     if tuple(chunk.sizes) != tuple(chunk.stored_shape):  # an edge chunk: zarr pads it to the full chunk shape
         tensor = tensor[tuple(slice(0, s) for s in chunk.sizes)].contiguous()
