@@ -85,6 +85,3 @@ def rename_key(key: str, old: str = "model.", new: str = "module.") -> str:
     """NeMo 1.0 keys start with "model."; NeMo 2.0 keys with "module.". Other keys are kept as they are."""
     return new + key[len(old):] if key.startswith(old) else key
 
-
-def region_volume(sizes: tuple[int, ...]) -> int:
-    return prod(sizes)

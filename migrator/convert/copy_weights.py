@@ -14,7 +14,7 @@ from pathlib import Path
 
 from migrator.convert.chunks import rename_key
 from migrator.convert.dcp_writer import DcpWriter, none_object_blob, write_file
-from migrator.convert.fileops import Cancelled
+from migrator.convert.fileops import check_cancel
 from migrator.convert.plan import Plan
 from migrator.convert.progress import Progress
 from migrator.convert.source import Source
@@ -48,8 +48,7 @@ def write_copied_weights(source: Source, plan: Plan, weights: Path, *, workers: 
         from migrator.convert.fileops import copy_stream
 
         for member, stream in source.iter_members(members):
-            if cancel.is_set():
-                raise Cancelled()
+            check_cancel(cancel)
             try:
                 copy_stream(stream, source.members[member], weights / posixpath.basename(member),
                             progress=progress.advance, cancel=cancel)

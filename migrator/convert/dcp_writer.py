@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterable
 
 from migrator.convert.safe_pickle import dump_stand_ins, make_object, stand_in
-from migrator.convert.torch_save_format import write_archive, write_plain, write_tensor
+from migrator.convert.torch_save_format import write_plain, write_tensor
 
 BACKEND_MARKER = {"sharded_backend": "torch_dist", "sharded_backend_version": 1,
                   "common_backend": "torch", "common_backend_version": 1}
@@ -143,10 +143,6 @@ class DcpWriter:
         with self._lock:
             self._tensors[key].chunks.append(_Chunk(tensor_chunk[0], tensor_chunk[1], file.name, start, length))
 
-    def add_existing_object(self, key: str, file_name: str, offset: int, length: int) -> None:
-        """Index an object whose bytes are already in a data file of this directory (copied by the fast path)."""
-        self._objects[key] = (file_name, offset, length)
-
     def close_files(self) -> None:
         for file in self.files:
             file.close()
@@ -199,8 +195,7 @@ def write_backend_marker(directory: Path) -> None:
 def none_object_blob() -> bytes:
     """`torch.save([None])`: a sharded object holding None (Transformer Engine then keeps its fresh state)."""
     import io
-    import pickle
 
     buffer = io.BytesIO()
-    write_archive(buffer, pickle.dumps([None], protocol=2))
+    write_plain(buffer, [None])
     return buffer.getvalue()

@@ -49,7 +49,8 @@ class Cancelled(Exception):
     """Raised inside a worker when the conversion was interrupted or another worker failed."""
 
 
-def _check(cancel: threading.Event | None) -> None:
+def check_cancel(cancel: threading.Event | None) -> None:
+    """A safe point to stop: the CLI's signal handlers only set `cancel` (see migrator.cli.convert_cmd)."""
     if cancel is not None and cancel.is_set():
         raise Cancelled()
 
@@ -67,7 +68,7 @@ def copy_range(src_fd: int, src_offset: int, size: int, dest: Path, *, progress:
         done = 0
         method = "copy_file_range" if hasattr(os, "copy_file_range") else "sendfile"
         while done < size:
-            _check(cancel)
+            check_cancel(cancel)
             want = min(SLICE, size - done)
             n = 0
             if method == "copy_file_range":
@@ -111,7 +112,7 @@ def copy_into(src_fd: int, src_offset: int, out_fd: int, out_offset: int, size: 
     done = 0
     kernel = hasattr(os, "copy_file_range")
     while done < size:
-        _check(cancel)
+        check_cancel(cancel)
         want = min(SLICE if kernel else BUFFER, size - done)
         if kernel:
             try:
@@ -142,7 +143,7 @@ def crc32_of_range(fd: int, offset: int, size: int, cancel: threading.Event | No
     crc = 0
     done = 0
     while done < size:
-        _check(cancel)
+        check_cancel(cancel)
         data = os.pread(fd, min(BUFFER, size - done), offset + done)
         if not data:
             raise EOFError(f"source ended after {done} of {size} bytes")
@@ -183,7 +184,7 @@ def copy_stream(stream: BinaryIO, size: int, dest: Path, *, progress: ProgressFn
     with open(dest, "wb") as out:
         done = 0
         while done < size:
-            _check(cancel)
+            check_cancel(cancel)
             data = stream.read(min(BUFFER, size - done))
             if not data:
                 raise EOFError(f"stream ended after {done} of {size} bytes")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from migrator.convert.dcp_writer import write_backend_marker, write_common
-from migrator.convert.fileops import Cancelled
+from migrator.convert.fileops import check_cancel
 from migrator.convert.plan import ConvertOptions, Plan, build_plan, render_plan
 from migrator.convert.progress import Progress, make_progress
 from migrator.convert.source import Source, open_source
@@ -110,7 +110,7 @@ def convert(options: ConvertOptions, *, warn: Warn, out: TextIO, progress: Progr
 
     _check_paths(options)
     with open_source(options.input_path, options.model_config) as source:
-        _check_cancel(cancel)
+        check_cancel(cancel)
         plan = build_plan(source, options, _warn)
         plan.warnings = warnings
         free = _free_bytes(options.output_path)
@@ -173,7 +173,7 @@ def _write_output(source: Source, plan: Plan, options: ConvertOptions, progress:
         writing = _Background(lambda: _write_weights(source, plan, weights, options, progress, cancel))
         writing.start()  # assigned first: an interrupt during start() still joins the thread before cleanup
         plan.spec, plan.tokenizer = _context_side(source, options, warn)
-        _check_cancel(cancel)
+        check_cancel(cancel)
         check_strict(plan, options.strict, warn)
         files = writing.join()
         progress.finish()
@@ -183,7 +183,7 @@ def _write_output(source: Source, plan: Plan, options: ConvertOptions, progress:
         write_context(partial / "context", plan.spec, plan.tokenizer, warn)
         write_backend_marker(weights)
         _fsync_tree(partial)
-        _check_cancel(cancel)  # the last moment an interrupt still means "no OUT"
+        check_cancel(cancel)  # the last moment an interrupt still means "no OUT"
         _replace(partial, options.output_path)
     except BaseException:
         cancel.set()
@@ -207,12 +207,6 @@ def _write_weights(source: Source, plan: Plan, weights: Path, options: ConvertOp
     from migrator.convert.copy_weights import write_copied_weights
 
     return write_copied_weights(source, plan, weights, workers=options.workers, progress=progress, cancel=cancel)
-
-
-def _check_cancel(cancel: threading.Event) -> None:
-    """A safe point to stop: the CLI's signal handlers only set `cancel` (see migrator.cli.convert_cmd)."""
-    if cancel.is_set():
-        raise Cancelled()
 
 
 def _fsync_tree(root: Path) -> None:

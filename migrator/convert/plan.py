@@ -130,8 +130,7 @@ def build_plan(source: Source, options: ConvertOptions, warn: Callable[[str], No
             else:
                 warn(f"--link: {source.path} is a {source.kind}; its members cannot be linked, copying them")
         assert source.dcp_index is not None
-        data_files = {f"model_weights/{name}": source.members[f"model_weights/{name}"]
-                      for name in sorted(source.dcp_index.data_files)}
+        data_files = {name: source.members[name] for name in source.data_members}
         return Plan(mode, tensors, objects, data_files)
     if options.link:
         why = "tensors are cast" if casts else f"the source is {source.backend}"

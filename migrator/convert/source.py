@@ -16,7 +16,6 @@ import json
 import os
 import tarfile
 import zlib
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator
 
@@ -71,7 +70,6 @@ class Source:
         self.chunks: dict[str, list[StoredChunk]] = {}
         self.objects: dict[str, StoredObject] = {}
         self.dcp_index: DcpIndex | None = None
-        self.zarr_arrays: dict[str, ZarrArray] = {}
 
     # --- member access (subclasses) ---
     def read_member(self, name: str) -> bytes:
@@ -178,7 +176,6 @@ class Source:
                 key = name[len(prefix):-len("/.zarray")]
                 arrays[key] = parse_zarray(self.read_member(name), key, self.describe(name))
         index = build_zarr_index(arrays, self.members, WEIGHTS_DIR)
-        self.zarr_arrays = index.arrays
         self.tensors, self.chunks, self.objects = index.tensors, index.chunks, index.objects
 
     @property
@@ -430,10 +427,3 @@ def open_source(path: Path, model_config_path: Path | None = None) -> Source:
     return TarSource(path, model_config_path)
 
 
-@contextmanager
-def opened(path: Path, model_config_path: Path | None = None) -> Iterator[Source]:
-    source = open_source(path, model_config_path)
-    try:
-        yield source
-    finally:
-        source.close()

@@ -22,7 +22,7 @@ from typing import BinaryIO, Callable, Iterable, Iterator
 from migrator.convert.chunks import StoredChunk, itemsize
 from migrator.convert.dcp_writer import DataFile, DcpWriter, none_object_blob
 from migrator.convert.extra_state import ObjectPlan
-from migrator.convert.fileops import BUFFER, Cancelled, FileSlice, read_exactly, skip
+from migrator.convert.fileops import BUFFER, FileSlice, check_cancel, read_exactly, skip
 from migrator.convert.plan import Plan, TensorPlan
 from migrator.convert.progress import Progress
 from migrator.convert.source import Source
@@ -42,8 +42,7 @@ def _pieces(stream: BinaryIO, length: int, progress: Progress, cancel: threading
     view = memoryview(buffer)
     done = 0
     while done < length:
-        if cancel.is_set():
-            raise Cancelled()
+        check_cancel(cancel)
         want = min(len(buffer), length - done)
         n = stream.readinto(view[:want])
         if not n:
@@ -201,8 +200,7 @@ def write_streamed_weights(source: Source, plan: Plan, weights: Path, *, workers
                     stream = source.open_member(member)
                     try:
                         for offset, _, job in jobs[member]:
-                            if cancel.is_set():
-                                raise Cancelled()
+                            check_cancel(cancel)
                             stream.seek(offset)
                             job(stream, out)
                     finally:
@@ -217,8 +215,7 @@ def write_streamed_weights(source: Source, plan: Plan, weights: Path, *, workers
             for member, stream in source.iter_members(sorted(jobs)):
                 position = 0
                 for offset, _, job in jobs[member]:
-                    if cancel.is_set():
-                        raise Cancelled()
+                    check_cancel(cancel)
                     if offset < position:
                         raise MigratorError(f"{source.describe(member)}: overlapping stored items")
                     try:

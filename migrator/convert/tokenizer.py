@@ -110,8 +110,8 @@ def _sentencepiece(name: str, content: bytes | Path, tok_cfg: dict[str, Any], de
     legacy = tok_cfg.get("sentencepiece_legacy", default_legacy)
     special = _plain(tok_cfg.get("special_tokens"))
     if special and not legacy:
-        raise MigratorError(f"model_config.yaml: tokenizer.special_tokens needs sentencepiece_legacy: true "
-                            f"(NeMo's SentencePieceTokenizer refuses special tokens otherwise)")
+        raise MigratorError("model_config.yaml: tokenizer.special_tokens needs sentencepiece_legacy: true "
+                            "(NeMo's SentencePieceTokenizer refuses special tokens otherwise)")
     kwargs = {"model_path": name, "special_tokens": special or None, "legacy": bool(legacy),
               "chat_template": _plain(tok_cfg.get("chat_template"))}
     return TokenizerSpec(class_path=SENTENCEPIECE, kwargs=kwargs, files={name: content},

@@ -8,7 +8,6 @@ copied (or linked) untouched. This module reads `.metadata` with an allowlisted 
 """
 from __future__ import annotations
 
-import posixpath
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -58,12 +57,6 @@ class DcpIndex:
     tensors: dict[str, TensorInfo] = field(default_factory=dict)
     chunks: dict[str, list[StoredChunk]] = field(default_factory=dict)
     objects: dict[str, StoredObject] = field(default_factory=dict)
-
-    @property
-    def data_files(self) -> set[str]:
-        """The data files (relative names, e.g. "__0_0.distcp") the index points into."""
-        names = {posixpath.basename(c.member) for cs in self.chunks.values() for c in cs}
-        return names | {posixpath.basename(o.member) for o in self.objects.values()}
 
 
 def _state(obj: Any, what: str) -> dict:

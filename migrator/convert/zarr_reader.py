@@ -93,7 +93,6 @@ class ZarrIndex:
     tensors: dict[str, TensorInfo]
     chunks: dict[str, list[StoredChunk]]
     objects: dict[str, StoredObject]
-    arrays: dict[str, ZarrArray]
 
 
 def build_zarr_index(zarrays: Mapping[str, ZarrArray], member_sizes: Mapping[str, int],
@@ -131,7 +130,7 @@ def build_zarr_index(zarrays: Mapping[str, ZarrArray], member_sizes: Mapping[str
         if len(parts) == 2 and parts[1].startswith("shard_") and parts[1].endswith(".pt"):
             key = f"{parts[0]}/{parts[1][:-len('.pt')]}"
             objects[key] = StoredObject(key, member, 0, size, wrapped=False)
-    return ZarrIndex(tensors, chunks, objects, dict(zarrays))
+    return ZarrIndex(tensors, chunks, objects)
 
 
 def is_zarr_chunk_member(relative: str) -> bool:

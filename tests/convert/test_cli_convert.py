@@ -220,7 +220,8 @@ def test_failure_midway_leaves_no_output(tmp_path: Path, make_nemo) -> None:
     out = tmp_path / "out"
     result = run_cli("convert", "--input_path", folder, "--output_path", out, "--model_id", LLAMA_ID,
                      "--dtype", "fp32")
-    assert_one_line_error(result, f"{chunk.member.split('/')[-1]}: chunk of model.decoder.layers.mlp.linear_fc2.weight")
+    assert_one_line_error(result, f"{chunk.member.split('/')[-1]} (model.decoder.layers.mlp.linear_fc2.weight at "
+                                  f"{list(chunk.offsets)}): not a readable pickle")
     assert_nothing_written(out)
 
 
