@@ -169,7 +169,8 @@ class DcpWriter:
             storage[index] = _storage_info(file_name, offset, length)
         metadata = make_object(_METADATA, "Metadata", state={
             "state_dict_metadata": entries, "planner_data": None, "storage_data": storage,
-            "storage_meta": None, "version": DCP_VERSION})
+            "storage_meta": None, "version": DCP_VERSION,
+            "mcore_data": {key: {} for key in self._tensors}})  # what megatron-core's saver adds per tensor
         return dump_stand_ins(metadata)
 
     def write_metadata(self) -> None:

@@ -1,6 +1,6 @@
 """The same-dtype route from torch_dist: data files copied unchanged, `.metadata` rewritten with NeMo 2.0 keys.
 
-Checked against NeMo's own converter output (`nemo2_reference/tiny_llama/weights`), the NeMo 1.0 reference tensors
+Checked against NeMo's own converter output (`nemo2_reference/tiny_llama` and `tiny_mixtral_moe`), the NeMo 1.0 reference tensors
 (`*.reference.pt`), and read back with plain torch DCP and with megatron-core's dist_checkpointing (real readers).
 """
 from __future__ import annotations
@@ -38,6 +38,7 @@ def converted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {
         "llama": run_convert(fixture_nemo("tiny_llama_torch_dist"), out / "llama", model_id=LLAMA_ID),
         "mixtral": run_convert(fixture_nemo("tiny_mixtral_moe"), out / "mixtral"),
+        "llama_zarr": run_convert(fixture_nemo("tiny_llama_zarr"), out / "llama_zarr", model_id=LLAMA_ID),
     }
 
 
@@ -60,16 +61,37 @@ def per_layer(key: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
     return out
 
 
-def test_weights_equal_nemos_own_converter_output(converted: dict[str, Path]) -> None:
-    ours, our_objects = read_dcp(converted["llama"] / "weights")
-    theirs, their_objects = read_dcp(need(NEMO2_REFERENCE / "tiny_llama" / "weights"))
-    assert set(ours) == set(theirs) and len(ours) == 9
-    assert set(our_objects) == set(their_objects) and len(our_objects) == 8
+def _layout(weights: Path) -> tuple[dict, dict]:
+    """Per key: (global size, sorted chunk (offsets, sizes)) or "bytes"; and megatron-core's `mcore_data`."""
+    from torch.distributed.checkpoint.metadata import BytesStorageMetadata
+
+    metadata = pickle.loads((weights / ".metadata").read_bytes())
+    layout = {key: "bytes" if isinstance(entry, BytesStorageMetadata) else
+              (tuple(entry.size), sorted((tuple(c.offsets), tuple(c.sizes)) for c in entry.chunks))
+              for key, entry in metadata.state_dict_metadata.items()}
+    return layout, getattr(metadata, "mcore_data", None)
+
+
+@pytest.mark.parametrize("name,reference,tensors,objects", [("llama", "tiny_llama", 9, 8),
+                                                            ("llama_zarr", "tiny_llama", 9, 8),
+                                                            ("mixtral", "tiny_mixtral_moe", 10, 20)])
+def test_weights_equal_nemos_own_converter_output(converted: dict[str, Path], name: str, reference: str,
+                                                  tensors: int, objects: int) -> None:
+    """Every tensor, sharded object, chunk layout and `mcore_data` entry as NeMo's converter wrote them for the
+    same input (the zarr fixture holds the same weights as the torch_dist one)."""
+    ours, our_objects = read_dcp(converted[name] / "weights")
+    theirs, their_objects = read_dcp(need(NEMO2_REFERENCE / reference / "weights"))
+    assert set(ours) == set(theirs) and len(ours) == tensors
+    assert set(our_objects) == set(their_objects) and len(our_objects) == objects
     for key, tensor in ours.items():
         assert tensor.shape == theirs[key].shape, key
         assert tensor.dtype == torch.bfloat16, key  # the source dtype (NeMo's CPU run stored norms as fp32)
         assert torch.equal(tensor.float(), theirs[key].float()), key
-    assert all(value == [None] for value in our_objects.values())
+    assert our_objects == their_objects
+    (our_layout, our_mcore), (their_layout, their_mcore) = _layout(converted[name] / "weights"), _layout(
+        NEMO2_REFERENCE / reference / "weights")
+    assert our_layout == their_layout
+    assert our_mcore == their_mcore
 
 
 @pytest.mark.parametrize("name,reference", [("llama", "tiny_llama_torch_dist"), ("mixtral", "tiny_mixtral_moe")])
