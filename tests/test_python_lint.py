@@ -63,6 +63,10 @@ def test_the_removed_argument_fix_keeps_the_layout():
     assert apply_edits(text, finding.fix.edits) == HEAD + (
         "s = nl.MegatronStrategy(\r\n    ckpt_save_optimizer=False,\r\n"
         "    ckpt_load_optimizer=False,  # inference\r\n)\r\n")
+    text = HEAD + "s = nl.MegatronStrategy(\n    # a\x0cb\n    ckpt_include_optimizer=False,\n)\n"  # a form feed
+    (finding,) = lint(text)
+    assert apply_edits(text, finding.fix.edits) == HEAD + (
+        "s = nl.MegatronStrategy(\n    # a\x0cb\n    ckpt_save_optimizer=False,\n    ckpt_load_optimizer=False,\n)\n")
 
 
 def test_conflicting_arguments_are_not_judged_through_kwargs_or_variables():

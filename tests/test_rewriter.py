@@ -187,6 +187,15 @@ def test_equal_values_are_left_alone_and_strictness_enum_members_count_as_their_
               "s = nl.MegatronStrategy(ckpt_load_strictness=StrictHandling.LOG_ALL)\n")
     result = patch(HEAD + source, mapping_of("num_layers: 2\nmcore_gpt: false\ndist_ckpt_load_strictness: log_all\n"))
     assert not result.changed
+    (plan,) = result.plans  # read as "log_all" and judged equal: not an unreadable value that blocks the call
+    assert plan.call.values["ckpt_load_strictness"] == "log_all" and plan.changes == [] and plan.blocked is None
+
+
+def test_a_form_feed_stays_in_its_row_for_indentation_and_fixes():
+    source = "def make():\n    # section\x0c\n    if True:\n        return nl.MegatronStrategy()\n"
+    out = patch(HEAD + source, mapping_of(CONFIG.read_text())).patched.decode()
+    assert "\n            ckpt_parallel_load=False,  # NeMo 2.0 defaults to True\n" in out
+    assert out.endswith("\n        )\n")  # indented from the call's own row, not the one above it
 
 
 def test_bool_is_not_int_when_comparing():

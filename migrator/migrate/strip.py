@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from migrator.engine.fixes import line_offsets
 from migrator.errors import MigratorError
 from migrator.migrate.mapping import Mapping
 from migrator.yaml import checks
@@ -22,18 +23,9 @@ class StripResult:
     kept: list[tuple[str, str]] = field(default_factory=list)  # (yaml path, why)
 
 
-def _line_starts(text: str) -> list[int]:
-    starts = [0]
-    for index, char in enumerate(text):
-        if char == "\n":
-            starts.append(index + 1)
-    return starts
-
-
 def strip_text(mapping: Mapping) -> StripResult:
     text = mapping.document.text
-    starts = _line_starts(text)
-    duplicated = {d.location for d in mapping.findings if d.code == "NM105"}
+    offsets = line_offsets(text)  # offsets[row]: where a 1-based row starts
     spans: list[tuple[int, int]] = []
     result = StripResult(text)
     per_parent: dict[int, list[Node]] = {}
@@ -45,13 +37,13 @@ def strip_text(mapping: Mapping) -> StripResult:
         if parent is None:  # pragma: no cover - a carried key always has a parent mapping
             continue
         copies = [k for k, _ in parent.items if k.kind == "scalar" and k.raw == key.raw]
-        if len(copies) > 1 or key.start in duplicated:
+        if len(copies) > 1:  # what NM105 reports
             result.kept.append((argument.yaml_path, "the key is duplicated"))
             continue
-        first = starts[key.start.row - 1]
+        first = offsets[key.start.row]
         before = text[first:key.start_index]
         end_row = value.end.row if not (value.end.column == 1 and value.end.row > key.start.row) else value.end.row - 1
-        line_end = starts[end_row] if end_row < len(starts) else len(text)
+        line_end = offsets[min(end_row + 1, len(offsets) - 1)]
         after = text[value.end_index:line_end]
         if before.strip() or not _only_comment(after):
             result.kept.append((argument.yaml_path, "other content shares its line"))

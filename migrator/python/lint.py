@@ -100,7 +100,7 @@ class _Checker:
         self.wrapper = MetadataWrapper(module, unsafe_skip_copy=True)  # a freshly parsed tree: no shared nodes
         self.module = self.wrapper.module
         self.text = text
-        self.lines = text.splitlines(keepends=True)
+        self.lines = text.split("\n")  # rows as LibCST counts them (a form feed stays in its row), CRs kept
         self.filename = filename
         self.table = table
         self.target = target
@@ -261,7 +261,7 @@ class _Checker:
             _, end = self.span(arg.value)
             line = self.lines[start.row - 1]
             before = line[: start.column - 1 - (self.shift if start.row == 1 else 0)]
-            newline = "\r\n" if line.endswith("\r\n") else "\n"
+            newline = "\r\n" if line.endswith("\r") else "\n"
             joiner = f",{newline}{before}" if not before.strip() else ", "
             text = joiner.join(f"{r}={shown}" for r in removed.replaced_by)
             safe = value is True  # both replacements default to True: nothing changes

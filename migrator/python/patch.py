@@ -21,6 +21,7 @@ from typing import Any, Literal
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
+from migrator.engine.suppression import rows
 from migrator.engine.table import Table
 from migrator.errors import MigratorError
 from migrator.migrate.mapping import Mapping, MappedArgument, py
@@ -238,7 +239,7 @@ def plan_module(module: cst.Module, filename: str, mapping: Mapping, table: Tabl
                 ) -> tuple[MetadataWrapper, list[CallPlan]]:
     wrapper = MetadataWrapper(module, unsafe_skip_copy=True)  # a freshly parsed tree: no shared nodes
     positions = wrapper.resolve(PositionProvider)
-    lines = wrapper.module.code.splitlines()
+    lines = rows(wrapper.module.code)  # LibCST's rows: a form feed stays in its row
     plans = []
     for call in find_calls(wrapper, table, filename):
         start = positions[call.node].start
