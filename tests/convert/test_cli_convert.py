@@ -20,7 +20,8 @@ from tests.convert.conftest import LLAMA_ID, REPO, fixture_nemo, run_cli, with_s
 
 def assert_complete(out: Path) -> None:
     names = {p.name for p in (out / "weights").iterdir()}
-    assert {".metadata", "common.pt", "metadata.json"} <= names and any(n.endswith(".distcp") for n in names)
+    data = {n for n in names if re.fullmatch(r"__\d+_\d+\.distcp", n)}
+    assert data and names == {".metadata", "common.pt", "metadata.json"} | data  # nothing else left behind
     assert {"io.json", "model.yaml"} <= {p.name for p in (out / "context").iterdir()}
     assert not out.with_name(out.name + ".partial").exists()
 
