@@ -16,17 +16,16 @@ from typing import Any, Callable
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-FIXTURES = REPO.parent / "shared" / "fixtures"
+from tests.conftest import ROOT as REPO
+from tests.conftest import SHARED, need_shared
+
+FIXTURES = SHARED / "fixtures"
 NEMO1 = FIXTURES / "nemo1"
 NEMO2_REFERENCE = FIXTURES / "nemo2_reference"
 LLAMA_ID = "meta-llama/Meta-Llama-3-8B"
 
 
-def need(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"{path} is absent (the NeMo-made fixtures live in <repo>/../shared/fixtures)")
-    return path
+need = need_shared  # the NeMo-made fixtures live in <repo>/../shared/fixtures
 
 
 def fixture_nemo(name: str) -> Path:

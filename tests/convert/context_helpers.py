@@ -1,7 +1,7 @@
 """Shared helpers for the context-side tests (architecture, context, tokenizer): fixture paths and readers.
 
 The fixtures are the real NeMo-made files under `<repo>/../shared/fixtures` (see its MANIFEST.md); tests that
-need them skip with a reason when that folder is absent.
+need them skip with a reason when that folder is absent (and fail where NEMO_MIGRATE_REQUIRE_SHARED=1).
 """
 from __future__ import annotations
 
@@ -10,14 +10,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
+from tests.conftest import NEMO_CONFIGS
+from tests.convert.conftest import NEMO1, need
+from tests.convert.conftest import NEMO2_REFERENCE as NEMO2_REF
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared"
-FIXTURES = SHARED / "fixtures"
-NEMO1 = FIXTURES / "nemo1"
-NEMO2_REF = FIXTURES / "nemo2_reference"
-NEMO_CONFIGS = FIXTURES / "nemo-configs"
+# NEMO_CONFIGS, NEMO2_REF and need are imported from here by the context-side tests
 
 TINY_LLAMA = NEMO1 / "tiny_llama_torch_dist.nemo"
 TINY_LLAMA_ZARR = NEMO1 / "tiny_llama_zarr.nemo"
@@ -30,12 +27,6 @@ GPT_IDS = [
     "nemotron4-22b", "nemotron4-15b", "nemotron4-340b",
 ]
 NEMOTRONH_IDS = ["nemotronh4b", "nemotronh8b", "nemotronh47b", "nemotronh56b"]
-
-
-def need(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"{path} is absent (the shared NeMo-made fixtures live in <repo>/../shared/fixtures)")
-    return path
 
 
 class Checkpoint:
