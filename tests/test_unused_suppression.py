@@ -75,6 +75,18 @@ def test_fix_removes_the_comment_and_keeps_crlf_and_other_comments(tmp_path):
     assert run_cli("lint", "--fix", "--exit-non-zero-on-fix", str(path)).returncode == 0  # idempotent
 
 
+
+def test_fix_through_a_symbolic_link_edits_the_file_and_keeps_the_link(tmp_path):
+    target = tmp_path / "real.yaml"
+    target.write_text(STALE)
+    target.chmod(0o640)
+    link = tmp_path / "link.yaml"
+    link.symlink_to(target)
+    run_cli("lint", "--fix", str(link))
+    assert link.is_symlink() and target.read_text() == "model:\n  dist_ckpt_parallel_load: True\n"
+    assert target.stat().st_mode & 0o777 == 0o640
+
+
 def test_fix_on_a_last_line_without_a_line_break(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("model:\n  dist_ckpt_parallel_load: True\n  # nemo-migrate: ignore[NM110]")

@@ -50,7 +50,8 @@ def lint(paths, target_spec, source_spec, select, ignore, output_format, fail_on
     current directory); options given here override them.
     """
     from migrator.engine import project as proj
-    from migrator.engine.runner import LintOptions, fix_file, lint_paths, write_text_atomically
+    from migrator.engine.runner import LintOptions, fix_file, lint_paths
+    from migrator.migrate.files import write_bytes_atomically
     from migrator.engine.selection import Selection
     from migrator.engine.table import load_table
     from migrator.output import renderer
@@ -103,7 +104,7 @@ def lint(paths, target_spec, source_spec, select, ignore, output_format, fail_on
                     fixed.original.splitlines(keepends=True), fixed.fixed.splitlines(keepends=True),
                     fromfile=_diff_name("a", result.filename), tofile=_diff_name("b", result.filename)))
             else:
-                write_text_atomically(Path(result.filename), fixed.fixed)
+                write_bytes_atomically(Path(result.filename), fixed.fixed.encode("utf-8"))
                 results[index] = fixed.result
                 click.echo(f"Fixed {len(fixed.applied)} finding{'s' * (len(fixed.applied) != 1)} in "
                            f"{result.filename}", err=True)

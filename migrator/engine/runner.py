@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import importlib
-import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -114,19 +113,6 @@ def read_text(path: Path, display: str) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise MigratorError(f"{display}: not UTF-8 (byte {exc.start}: {data[exc.start]:#04x})") from None
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    """Replace a file's content in one rename, keeping its permissions (never a half-written file)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.nemo-migrate.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.chmod(tmp, path.stat().st_mode & 0o7777)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def check_text(text: str, filename: str, table: Table, options: LintOptions,
