@@ -11,7 +11,6 @@ parse).
 """
 from __future__ import annotations
 
-import difflib
 import json
 import sys
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import click
 
-from migrator.cli.options import resolve_source, resolve_target, target_options
+from migrator.cli.options import resolve_source, resolve_target, target_options, unified_diff
 from migrator.errors import MigratorError
 
 
@@ -35,12 +34,6 @@ def _say(kind: str, text: str) -> None:
 def _usage(text: str) -> None:
     _say("error", text)
     raise SystemExit(2)
-
-
-def _diff(before: str, after: str, name: str) -> str:
-    side = (lambda s: name) if Path(name).is_absolute() else (lambda s: f"{s}/{name}")
-    return "".join(difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True),
-                                        fromfile=side("a"), tofile=side("b")))
 
 
 def _load(config_path: str, target_spec: str | None, source_spec: str | None, force: bool):
@@ -110,7 +103,7 @@ def run_patch(paths: tuple[str, ...], mapping, table, *, diff: bool, check: bool
         calls = len(result.edited)
         summary = f"{calls} call{'s' * (calls != 1)}, {keywords} keyword{'s' * (keywords != 1)}"
         if diff:
-            sys.stdout.write(_diff(decode_for_display(result.original), decode_for_display(result.patched), path))
+            sys.stdout.write(unified_diff(decode_for_display(result.original), decode_for_display(result.patched), path))
         elif check:
             click.echo(f"would patch {path} ({summary})", err=True)
         else:
@@ -143,7 +136,7 @@ def _strip(mapping, *, diff: bool, check: bool, no_backup: bool) -> bool:
         click.echo(f"{mapping.filename}: nothing to strip", err=True)
         return False
     if diff:
-        sys.stdout.write(_diff(mapping.document.text, result.text, mapping.filename))
+        sys.stdout.write(unified_diff(mapping.document.text, result.text, mapping.filename))
     elif check:
         click.echo(f"would strip {len(result.removed)} keys from {mapping.filename}", err=True)
     else:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from migrator.cli.options import fail, resolve_source, resolve_target, target_options
+from migrator.cli.options import fail, resolve_source, resolve_target, target_options, unified_diff
 from migrator.engine.diagnostics import SEVERITY_RANK
 from migrator.errors import MigratorError
 from migrator.output import RENDERERS
@@ -90,8 +90,6 @@ def lint(paths, target_spec, source_spec, select, ignore, output_format, fail_on
 
     changed = 0
     if fix or unsafe_fixes or diff:
-        import difflib
-
         for index, result in enumerate(results):
             if result.error or result.filename in partners or not any(d.fix for d in result.diagnostics):
                 continue
@@ -100,9 +98,7 @@ def lint(paths, target_spec, source_spec, select, ignore, output_format, fail_on
                 continue
             changed += 1
             if diff:
-                sys.stdout.writelines(difflib.unified_diff(
-                    fixed.original.splitlines(keepends=True), fixed.fixed.splitlines(keepends=True),
-                    fromfile=_diff_name("a", result.filename), tofile=_diff_name("b", result.filename)))
+                sys.stdout.write(unified_diff(fixed.original, fixed.fixed, result.filename))
             else:
                 write_bytes_atomically(Path(result.filename), fixed.fixed.encode("utf-8"))
                 results[index] = fixed.result
@@ -126,5 +122,3 @@ def lint(paths, target_spec, source_spec, select, ignore, output_format, fail_on
     raise SystemExit(1 if failing and not exit_zero else 0)
 
 
-def _diff_name(side: str, filename: str) -> str:
-    return filename if Path(filename).is_absolute() else f"{side}/{filename}"

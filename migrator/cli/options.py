@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import functools
+import os
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -55,3 +57,17 @@ def fail(message: str) -> None:
 
 def check_version(text: str) -> Version:
     return Version.parse(text)
+
+
+def unified_diff(before: str, after: str, filename: str) -> str:
+    """`--diff` output for one file, as `git apply` and `patch -p1` take it (a/ and b/ prefixes unless the name is
+    absolute). Lines are split at line feeds only, so a form feed never starts a diff line of its own."""
+    import difflib
+
+    def lines(text: str) -> list[str]:
+        return [line for line in re.split(r"(?<=\n)", text) if line]
+
+    def side(prefix: str) -> str:
+        return filename if os.path.isabs(filename) else f"{prefix}/{filename}"
+
+    return "".join(difflib.unified_diff(lines(before), lines(after), fromfile=side("a"), tofile=side("b")))
