@@ -214,7 +214,7 @@ def write_streamed_weights(source: Source, plan: Plan, weights: Path, *, workers
             out = writer.files[0]
             for member, stream in source.iter_members(sorted(jobs)):
                 position = 0
-                for offset, _, job in jobs[member]:
+                for offset, length, job in jobs[member]:
                     check_cancel(cancel)
                     if offset < position:
                         raise MigratorError(f"{source.describe(member)}: overlapping stored items")
@@ -222,27 +222,8 @@ def write_streamed_weights(source: Source, plan: Plan, weights: Path, *, workers
                         skip(stream, offset - position)
                     except EOFError:
                         raise MigratorError(f"{source.describe(member)}: truncated archive") from None
-                    tell = _Counting(stream)
-                    job(tell, out)  # type: ignore[arg-type]
-                    position = offset + tell.count
+                    job(stream, out)  # every job reads exactly its item's `length` bytes
+                    position = offset + length
     finally:
         writer.close_files()
     writer.write_metadata()
-
-
-class _Counting:
-    """Wraps a sequential stream and counts the bytes read (to know where the next item starts)."""
-
-    def __init__(self, stream: BinaryIO) -> None:
-        self._stream = stream
-        self.count = 0
-
-    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
-        n = self._stream.readinto(buffer)
-        self.count += n or 0
-        return n
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._stream.read(size)
-        self.count += len(data)
-        return data
