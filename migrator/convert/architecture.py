@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from migrator.convert import nemo1_arch, shapes
+from migrator.convert.chunks import CAST_TARGETS
 from migrator.convert.models import FamilyEntry, ModelTable, load_model_table
 from migrator.convert.nemo2_reference import find_io_json, read_reference_model
 from migrator.convert.spec import ModelSpec
@@ -76,12 +77,6 @@ FIELD_SINCE = {
     "moe_ffn_hidden_size": "megatron-core >= 0.10 (NeMo >= 2.1)",
     "moe_shared_expert_intermediate_size": "megatron-core >= 0.10 (NeMo >= 2.1)",
 }
-
-_DTYPES = {
-    "bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16", "half": "float16",
-    "fp32": "float32", "float32": "float32", "float": "float32",
-}
-
 
 @dataclass(frozen=True)
 class Target:
@@ -192,8 +187,7 @@ def _rope_scaling_class(target: Target, values: dict[str, Any], table: ModelTabl
 
 
 def _dtype_fields(dtype: str, source_dtype: str) -> dict[str, Any]:
-    name = source_dtype if dtype == "keep" else _DTYPES.get(dtype)
-    name = _DTYPES.get(name or "", name)
+    name = source_dtype if dtype == "keep" else CAST_TARGETS.get(dtype)
     if name not in ("bfloat16", "float16", "float32"):
         raise MigratorError(f"--dtype {dtype}: unsupported (keep, bf16, fp16, fp32)"
                             + (f"; the source tensors are {source_dtype}" if dtype == "keep" else ""))

@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from migrator.convert.chunks import StoredChunk, itemsize, output_dtype, rename_key
+from migrator.convert.chunks import CAST_TARGETS, StoredChunk, itemsize, output_dtype, rename_key
 from migrator.convert.extra_state import ObjectPlan, plan_objects
 from migrator.convert.source import Source, FolderSource
 from migrator.convert.spec import ModelSpec, TokenizerSpec
 from migrator.errors import MigratorError
 
 ARCHIVE_OVERHEAD = 1600  # bytes a torch.save archive adds around each chunk's data (headers, pickle, directory)
-DTYPE_CHOICES = ("keep", "bf16", "fp16", "fp32")
+DTYPE_CHOICES = ("keep", *CAST_TARGETS)
 
 
 @dataclass
