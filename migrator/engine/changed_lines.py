@@ -98,10 +98,9 @@ def _git(*args: str, cwd: Path | None = None) -> str:
 
 def git_toplevel(cwd: Path | None = None) -> Path | None:
     try:
-        proc = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=cwd, capture_output=True, text=True)
-    except FileNotFoundError:
+        return Path(_git("rev-parse", "--show-toplevel", cwd=cwd).strip())
+    except MigratorError:  # not a repository, or no git
         return None
-    return Path(proc.stdout.strip()) if proc.returncode == 0 else None
 
 
 def changed_lines_from_git(base: str) -> tuple[dict[str, set[int] | None], Path]:

@@ -40,10 +40,6 @@ class ProjectConfig:
     pairs: tuple[tuple[str, str], ...] = ()  # (YAML config, Python script), relative to root
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
-    @property
-    def where(self) -> str:
-        return str(self.path) if self.path else "(no project configuration)"
-
 
 def find_config(start: Path) -> tuple[Path | None, list[str]]:
     """The project configuration file for `start`, and warnings (a shadowed `[tool.nemo-migrator]`)."""

@@ -28,8 +28,10 @@ class Suppression:
     code_list: tuple[str, ...] = ()  # the codes in the order written
     codes_span: tuple[int, int] | None = None  # 1-based columns of the code list (end exclusive)
 
-    def covers(self, code: str, name: str) -> bool:
-        return self.codes is None or code in self.codes or name in self.codes
+    def covers(self, code: str, name: str, blanket: bool = True) -> bool:
+        if self.codes is None:
+            return blanket
+        return code in self.codes or name in self.codes
 
 
 def rows(text: str) -> list[str]:
@@ -76,20 +78,16 @@ class Suppressions:
                 items = [item for item in items if item.row in starts and item.column >= starts[item.row]]
         return cls(items, lines)
 
-    def filter(self, diagnostics: list[Diagnostic]) -> list[Diagnostic]:
-        """The findings no comment silences (and mark the comments that silenced something)."""
+    def filter(self, diagnostics: list[Diagnostic], blanket: bool = True) -> list[Diagnostic]:
+        """The findings no comment silences (and mark the comments that silenced something); `blanket=False`:
+        only comments that name the code count."""
         kept = []
         for diagnostic in diagnostics:
             row = diagnostic.location.row
-            hit = next(
-                (s for r in (row, row - 1) for s in self._by_row.get(r, ()) if s.covers(diagnostic.code, diagnostic.name)),
-                None,
-            )
+            hit = next((s for r in (row, row - 1) for s in self._by_row.get(r, ())
+                        if s.covers(diagnostic.code, diagnostic.name, blanket)), None)
             if hit is None:
                 kept.append(diagnostic)
             else:
                 hit.used.add(diagnostic.code)
         return kept
-
-    def unused(self) -> list[Suppression]:
-        return [s for s in self.items if not s.used]

@@ -57,17 +57,7 @@ def unused_suppressions(suppressions: Suppressions, text: str, filename: str, ta
                 continue
         findings.append(_finding(item, unused, lines, text, filename, rule.severity))
     # an NM001 finding can itself be silenced by another comment that names NM001 (not by a blanket one)
-    kept = []
-    for finding in findings:
-        row = finding.location.row
-        cover = [s for r in (row, row - 1) for s in suppressions.items
-                 if s.row == r and s.codes is not None and (CODE in s.codes or NAME in s.codes)
-                 and not (s.row == row and s.column == finding.location.column)]
-        if cover:
-            cover[0].used.add(CODE)
-        else:
-            kept.append(finding)
-    return kept
+    return suppressions.filter(findings, blanket=False)
 
 
 def _finding(item: Suppression, unused: list[tuple[str, str]], lines: list[str], text: str, filename: str,
