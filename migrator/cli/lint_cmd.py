@@ -73,9 +73,9 @@ def lint(paths, target_spec, source_spec, select, ignore, output_format, fail_on
             per_file_ignores=project.per_file_ignores, pairs=project.pairs, root=project.root,
             config_path=Path(config_path) if config_path else None)
         if config_path:
-            from migrator.migrate.mapping import load_mapping
+            from migrator.migrate.mapping import config_mapping
 
-            load_mapping(config_path, table, options.target, options.source)  # a bad --config is a usage error
+            config_mapping(str(options.config_path), table, options.target, options.source)  # bad: a usage error
         fail_on = fail_on or project.fail_on or "warning"
         changed_rows = proj.changed_rows(diff_base, changed_lines_from, fixing=fix or unsafe_fixes or diff)
     except MigratorError as exc:

@@ -14,6 +14,8 @@ This module does not import libcst: the JSON output and `lint --config` need no 
 """
 from __future__ import annotations
 
+import functools
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -327,3 +329,18 @@ class _Mapper:
                 self.message("warning", d, None)
             elif d.code == "NM105":
                 self.message("warning", d, None)  # a duplicate outside the checkpoint settings
+
+
+def config_mapping(path: str, table: Table, target: Target, source: Source) -> Mapping:
+    """The mapping of `lint --config OLD.yaml`, read once per run (keyed by the file's identity): the CLI's check
+    of a bad --config and every script it is compared with share it."""
+    try:
+        stat = os.stat(path)
+    except OSError as exc:
+        raise MigratorError(f"{path}: cannot read: {exc.strerror}") from None
+    return _config_mapping(path, stat.st_mtime_ns, stat.st_size, table, target, source)
+
+
+@functools.lru_cache(maxsize=8)
+def _config_mapping(path: str, _mtime: int, _size: int, table: Table, target: Target, source: Source) -> Mapping:
+    return load_mapping(path, table, target, source)

@@ -24,9 +24,9 @@ from migrator.engine.diagnostics import Diagnostic, Edit, Fix, Location
 from migrator.engine.table import Argument, Table
 from migrator.engine.verdicts import closest, closest_allowed, coerce_literal, lifecycle_stage, note_applies, with_article
 from migrator.errors import MigratorError
-from migrator.migrate.mapping import Mapping, load_mapping, py
+from migrator.migrate.mapping import Mapping, config_mapping, py
 from migrator.python.calls import NOT_LITERAL, StrategyCall, find_calls, quote_of, same_value
-from migrator.versions import Source, Target, Version
+from migrator.versions import Target, Version
 from migrator.yaml.document import type_name
 
 BOM = "\ufeff"
@@ -80,18 +80,6 @@ def comment_starts(text: str, filename: str, wanted: set[int]) -> dict[int, int]
     return starts
 
 
-def config_mapping(path: str, table: Table, target: Target, source: Source) -> Mapping:
-    """The mapping of `lint --config OLD.yaml`, read once per run (keyed by the file's identity)."""
-    try:
-        stat = os.stat(path)
-    except OSError as exc:
-        raise MigratorError(f"{path}: cannot read: {exc.strerror}") from None
-    return _config_mapping(path, stat.st_mtime_ns, stat.st_size, table, target, source)
-
-
-@functools.lru_cache(maxsize=8)
-def _config_mapping(path: str, _mtime: int, _size: int, table: Table, target: Target, source: Source) -> Mapping:
-    return load_mapping(path, table, target, source)
 
 
 class _Checker:
