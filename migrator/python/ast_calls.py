@@ -23,6 +23,7 @@ from __future__ import annotations
 import ast
 import builtins
 import io
+import re
 import tokenize
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,6 +65,22 @@ class AstCall:
 
 
 # ------------------------------------------------------------------------------------------------------ scopes
+class _Rows:
+    """Which rows hold a pattern, asked for a row range in O(1) (prefix sums), to skip subtrees that cannot matter."""
+
+    def __init__(self, lines: list[str], pattern: re.Pattern[str]):
+        self.before = [0]
+        for line in lines:
+            self.before.append(self.before[-1] + bool(pattern.search(line)))
+
+    def any_in(self, node: ast.AST) -> bool:
+        return self.before[node.end_lineno] > self.before[node.lineno - 1]
+
+
+_BINDS_IN_EXPRESSION = re.compile(r"\blambda\b|\bfor\b|:=")  # a scope or a binding inside an expression
+_TARGETS = (ast.Name, ast.Tuple, ast.List, ast.Starred)  # what an assignment target is made of
+
+
 @dataclass
 class _Binding:
     order: tuple[int, int]  # where the statement that makes it ends
@@ -179,6 +196,17 @@ class _Walker:
 
 
 class _Binder(_Walker):
+    def __init__(self, lines: list[str], class_tails: set[str]):
+        super().__init__()
+        self.binding_rows = _Rows(lines, _BINDS_IN_EXPRESSION)
+        self.class_tails = class_tails
+        self.aliases: set[str] = set()  # names the class is imported as (`from ... import MegatronStrategy as S`)
+
+    def walk(self, node: ast.AST, scope: _Scope) -> None:
+        if isinstance(node, ast.expr) and not isinstance(node, _TARGETS) and not self.binding_rows.any_in(node):
+            return  # no lambda, comprehension or `:=` in its rows: it binds nothing and opens no scope
+        super().walk(node, scope)
+
     def bind(self, scope: _Scope, name: str, node: ast.AST | None = None, order: tuple[int, int] | None = None) -> None:
         scope.bindings.setdefault(name, []).append(_Binding(order or self.statement_end, node))
 
@@ -195,6 +223,8 @@ class _Binder(_Walker):
             for alias in node.names:
                 if alias.name != "*":
                     self.bind(scope, alias.asname or alias.name, node)
+                if alias.asname and alias.name in self.class_tails:
+                    self.aliases.add(alias.asname)
         elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
             self.bind(scope, node.id)
         elif isinstance(node, ast.ExceptHandler) and node.name:
@@ -248,9 +278,11 @@ def _prefixes(full_name: str) -> list[str]:
 
 # ------------------------------------------------------------------------------------------------------ finder
 class _Finder(_Walker):
-    def __init__(self, table: Table, package: str | None, source: _Source, scopes: dict[int, _Scope]):
+    def __init__(self, table: Table, package: str | None, source: _Source, scopes: dict[int, _Scope],
+                 call_rows: _Rows):
         super().__init__()
         self.scopes = scopes
+        self.call_rows = call_rows
         self.classes = set(table.strategy.class_names)
         self.wrappers = set(table.strategy.config_wrappers)
         self.enum_classes = {a.enum_class for a in table.strategy.arguments if a.enum_class}
@@ -259,6 +291,11 @@ class _Finder(_Walker):
         self.source = source
         self.calls: list[AstCall] = []
         self.raises_depth = 0
+
+    def walk(self, node: ast.AST, scope: _Scope) -> None:
+        if isinstance(node, ast.stmt) and not self.call_rows.any_in(node):
+            return  # no row of it names the class (or an alias of it): no strategy call inside
+        super().walk(node, scope)
 
     def visit(self, node: ast.AST, scope: _Scope) -> None:
         raises = isinstance(node, (ast.With, ast.AsyncWith)) and self.expects_error(node, scope)
@@ -448,8 +485,16 @@ def find_calls(tree: ast.Module, text: str, table: Table, filename: str) -> list
     if "\r" in text.replace("\r\n", ""):
         raise Unsupported("a line ending other than LF or CRLF")
     module = _Scope("module", None)
-    binder = _Binder()
+    source = _Source(text)
+    tails = _class_tails(table)
+    binder = _Binder(source.lines, tails)
     binder.walk(tree, module)
-    finder = _Finder(table, package_of(filename), _Source(text), binder.scopes)
+    # the class's name, or a name it is imported as, is written on each row that can hold a call of it
+    keys = re.compile("|".join(re.escape(k) for k in sorted(tails | binder.aliases)))
+    finder = _Finder(table, package_of(filename), source, binder.scopes, _Rows(source.lines, keys))
     finder.walk(tree, module)
     return finder.calls
+
+
+def _class_tails(table: Table) -> set[str]:
+    return {name.rsplit(".", 1)[-1] for name in table.strategy.class_names}
