@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from migrator.convert.dcp_writer import write_backend_marker, write_common
-from migrator.convert.fileops import check_cancel
+from migrator.convert.storage.fileops import check_cancel
 from migrator.convert.plan import ConvertOptions, Plan, build_plan, render_plan
-from migrator.convert.progress import Progress, make_progress
+from migrator.convert.storage.progress import Progress, make_progress
 from migrator.convert.source import Source, open_source
 from migrator.errors import MigratorError
 

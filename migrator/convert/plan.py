@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from migrator.convert.chunks import CAST_TARGETS, StoredChunk, itemsize, output_dtype, rename_key
+from migrator.convert.formats.chunks import CAST_TARGETS, StoredChunk, itemsize, output_dtype, rename_key
 from migrator.convert.extra_state import ObjectPlan, plan_objects
 from migrator.convert.source import Source, FolderSource
 from migrator.convert.spec import ModelSpec, TokenizerSpec

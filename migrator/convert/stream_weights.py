@@ -19,15 +19,15 @@ from math import prod
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator
 
-from migrator.convert.chunks import StoredChunk, itemsize
+from migrator.convert.formats.chunks import StoredChunk, itemsize
 from migrator.convert.dcp_writer import DataFile, DcpWriter, none_object_blob
 from migrator.convert.extra_state import ObjectPlan
-from migrator.convert.fileops import BUFFER, FileSlice, check_cancel, read_exactly, skip
+from migrator.convert.storage.fileops import BUFFER, FileSlice, check_cancel, read_exactly, skip
 from migrator.convert.plan import Plan, TensorPlan
-from migrator.convert.progress import Progress
+from migrator.convert.storage.progress import Progress
 from migrator.convert.source import Source
-from migrator.convert.torch_save_format import FileRange, wrap_object
-from migrator.convert.workers import run_tasks
+from migrator.convert.formats.torch_save_format import FileRange, wrap_object
+from migrator.convert.storage.workers import run_tasks
 from migrator.convert.zarr_reader import decode_chunk, decompressed
 from migrator.errors import MigratorError
 
@@ -138,7 +138,7 @@ def view_torch_chunk(data: bytearray, chunk: StoredChunk, what: str) -> "object"
     """The tensor of a `torch.save` blob held in memory, as a view of those bytes (torch.load would copy them)."""
     import torch
 
-    from migrator.convert.torch_save_format import tensor_layout
+    from migrator.convert.formats.torch_save_format import tensor_layout
 
     layout = tensor_layout(data, f"{what} ({chunk.key} at {list(chunk.offsets)})")
     if layout.dtype != chunk.dtype or tuple(layout.size) != tuple(chunk.sizes):

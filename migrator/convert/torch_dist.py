@@ -12,8 +12,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from migrator.convert.chunks import DTYPES, StoredChunk, StoredObject, itemsize
-from migrator.convert.safe_pickle import (
+from migrator.convert.formats.chunks import DTYPES, StoredChunk, StoredObject, itemsize
+from migrator.convert.formats.safe_pickle import (
     PickledObject,
     dump_stand_ins,
     global_name,
@@ -21,7 +21,7 @@ from migrator.convert.safe_pickle import (
     load_allowlisted,
     make_object,
 )
-from migrator.convert.types import TensorInfo
+from migrator.convert.formats.types import TensorInfo
 from migrator.errors import MigratorError
 
 _DCP_METADATA = "torch.distributed.checkpoint.metadata"

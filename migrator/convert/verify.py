@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from migrator.convert.chunks import StoredChunk, StoredObject, rename_key
+from migrator.convert.formats.chunks import StoredChunk, StoredObject, rename_key
 from migrator.convert.dcp_writer import BACKEND_MARKER
 from migrator.convert.extra_state import is_core_attention
-from migrator.convert.fileops import FileSlice, read_exactly, skip
+from migrator.convert.storage.fileops import FileSlice, read_exactly, skip
 from migrator.convert.source import Source, open_source
 from migrator.convert.torch_dist import DcpIndex, parse_dcp_metadata
 from migrator.errors import MigratorError

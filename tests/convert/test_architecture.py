@@ -7,7 +7,7 @@ import pytest
 
 from migrator.convert.architecture import derive_model_spec, reconcile_vocab_size
 from migrator.convert.models import load_model_table
-from migrator.convert.types import TensorInfo
+from migrator.convert.formats.types import TensorInfo
 from migrator.errors import MigratorError
 from tests.convert.context_helpers import (
     GPT_IDS, NEMO2_REF, NEMOTRONH_IDS, TINY_LLAMA, TINY_LLAMA_ZARR, TINY_MIXTRAL, checkpoint, need,

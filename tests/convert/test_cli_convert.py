@@ -288,7 +288,7 @@ def test_every_flag_of_nemos_converter_is_accepted(tmp_path: Path) -> None:
 
 
 def test_plain_progress_lines() -> None:
-    from migrator.convert.progress import PlainProgress, make_progress
+    from migrator.convert.storage.progress import PlainProgress, make_progress
 
     stream = io.StringIO()
     assert isinstance(make_progress(stream), PlainProgress)  # not a terminal

@@ -65,7 +65,7 @@ def test_verify_after_a_cast(tmp_path: Path) -> None:
 
     from migrator.convert.pipeline import convert
     from migrator.convert.plan import ConvertOptions
-    from migrator.convert.progress import PlainProgress
+    from migrator.convert.storage.progress import PlainProgress
 
     out = tmp_path / "fp32"
     convert(ConvertOptions(fixture_nemo("tiny_llama_zarr"), out, model_id=LLAMA_ID, dtype="fp32"),

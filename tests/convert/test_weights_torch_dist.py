@@ -16,8 +16,8 @@ import torch
 
 from migrator.convert.pipeline import convert
 from migrator.convert.plan import ConvertOptions
-from migrator.convert.progress import PlainProgress
-from migrator.convert.safe_pickle import load_allowlisted
+from migrator.convert.storage.progress import PlainProgress
+from migrator.convert.formats.safe_pickle import load_allowlisted
 from migrator.convert.source import open_source
 from migrator.convert.torch_dist import ALLOWED_GLOBALS, parse_dcp_metadata
 from migrator.errors import MigratorError
