@@ -15,7 +15,7 @@ from typing import Any
 from migrator.convert import nemo1_arch, shapes
 from migrator.convert.formats.chunks import CAST_TARGETS
 from migrator.convert.models import FamilyEntry, ModelTable, load_model_table
-from migrator.convert.nemo2_reference import find_io_json, read_reference_model
+from migrator.convert.read.nemo2_context import find_io_json, read_reference_model
 from migrator.convert.spec import ModelSpec
 from migrator.convert.formats.types import TensorInfo
 from migrator.errors import MigratorError

@@ -17,8 +17,8 @@ from migrator.convert.dcp_writer import DcpWriter, none_object_blob, write_file
 from migrator.convert.storage.fileops import check_cancel
 from migrator.convert.plan import Plan
 from migrator.convert.storage.progress import Progress
-from migrator.convert.source import Source
-from migrator.convert.torch_dist import renamed_metadata
+from migrator.convert.read.source import Source
+from migrator.convert.read.torch_dist import renamed_metadata
 from migrator.convert.storage.workers import run_tasks
 from migrator.errors import MigratorError
 

@@ -25,7 +25,7 @@ from migrator.convert.dcp_writer import write_backend_marker, write_common
 from migrator.convert.storage.fileops import check_cancel
 from migrator.convert.plan import ConvertOptions, Plan, build_plan, render_plan
 from migrator.convert.storage.progress import Progress, make_progress
-from migrator.convert.source import Source, open_source
+from migrator.convert.read.source import Source, open_source
 from migrator.errors import MigratorError
 
 Warn = Callable[[str], None]

@@ -15,7 +15,7 @@ from typing import Callable
 
 from migrator.convert.formats.chunks import CAST_TARGETS, StoredChunk, itemsize, output_dtype, rename_key
 from migrator.convert.extra_state import ObjectPlan, plan_objects
-from migrator.convert.source import Source, FolderSource
+from migrator.convert.read.source import Source, FolderSource
 from migrator.convert.spec import ModelSpec, TokenizerSpec
 from migrator.errors import MigratorError
 

@@ -25,10 +25,10 @@ from migrator.convert.extra_state import ObjectPlan
 from migrator.convert.storage.fileops import BUFFER, FileSlice, check_cancel, read_exactly, skip
 from migrator.convert.plan import Plan, TensorPlan
 from migrator.convert.storage.progress import Progress
-from migrator.convert.source import Source
+from migrator.convert.read.source import Source
 from migrator.convert.formats.torch_save_format import FileRange, wrap_object
 from migrator.convert.storage.workers import run_tasks
-from migrator.convert.zarr_reader import decode_chunk, decompressed
+from migrator.convert.read.zarr import decode_chunk, decompressed
 from migrator.errors import MigratorError
 
 # A unit of work: given a stream positioned at its bytes and an output data file, write one item.

@@ -19,8 +19,8 @@ from migrator.convert.formats.chunks import StoredChunk, StoredObject, rename_ke
 from migrator.convert.dcp_writer import BACKEND_MARKER
 from migrator.convert.extra_state import is_core_attention
 from migrator.convert.storage.fileops import FileSlice, read_exactly, skip
-from migrator.convert.source import Source, open_source
-from migrator.convert.torch_dist import DcpIndex, parse_dcp_metadata
+from migrator.convert.read.source import Source, open_source
+from migrator.convert.read.torch_dist import DcpIndex, parse_dcp_metadata
 from migrator.errors import MigratorError
 
 
@@ -182,7 +182,7 @@ def _decode_source(item: StoredChunk | StoredObject, data: bytearray, what: str)
     torch = _torch()
     if isinstance(item, StoredChunk):
         if item.encoding == "raw":
-            from migrator.convert.zarr_reader import decode_chunk
+            from migrator.convert.read.zarr import decode_chunk
 
             return decode_chunk(item, data)
         from migrator.convert.stream_weights import view_torch_chunk

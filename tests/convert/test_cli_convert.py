@@ -209,7 +209,7 @@ def test_strict_refuses_unknown_keys_and_default_carries_them(tmp_path: Path, ma
 
 
 def test_failure_midway_leaves_no_output(tmp_path: Path, make_nemo) -> None:
-    from migrator.convert.source import open_source
+    from migrator.convert.read.source import open_source
 
     folder = make_nemo(extracted=True)
     with open_source(folder) as source:

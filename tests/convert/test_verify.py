@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from migrator.convert.source import open_source
+from migrator.convert.read.source import open_source
 from migrator.convert.verify import verify_checkpoint
 from tests.convert.conftest import LLAMA_ID, fixture_nemo, run_cli
 
