@@ -18,9 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from migrator.convert.architecture import reconcile_vocab_size
+from migrator.convert.model.architecture import reconcile_vocab_size
 from migrator.convert.fiddle_json import Config, PyRef, dumps
-from migrator.convert.spec import ModelSpec, TokenizerSpec
+from migrator.convert.model.spec import ModelSpec, TokenizerSpec
 from migrator.errors import MigratorError
 
 TRAINER_CONTEXT = "nemo.lightning.io.pl.TrainerContext"

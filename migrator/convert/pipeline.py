@@ -59,8 +59,8 @@ def _check_paths(options: ConvertOptions) -> None:
 
 def _context_side(source: Source, options: ConvertOptions, warn: Warn):
     """The model spec and tokenizer (helper modules of the context side)."""
-    from migrator.convert.architecture import derive_model_spec
-    from migrator.convert.tokenizer import resolve_tokenizer
+    from migrator.convert.model.architecture import derive_model_spec
+    from migrator.convert.model.tokenizer import resolve_tokenizer
 
     spec = derive_model_spec(source.model_config, source.tensors, options.model_id, options.dtype, warn)
     input_dir = options.input_path if options.input_path.is_dir() else options.input_path.parent

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 from migrator.convert.formats.chunks import StoredChunk, StoredObject, rename_key
 from migrator.convert.dcp_writer import BACKEND_MARKER
-from migrator.convert.extra_state import is_core_attention
+from migrator.convert.model.extra_state import is_core_attention
 from migrator.convert.storage.fileops import FileSlice, read_exactly, skip
 from migrator.convert.read.source import Source, open_source
 from migrator.convert.read.torch_dist import DcpIndex, parse_dcp_metadata

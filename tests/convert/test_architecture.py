@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from migrator.convert.architecture import derive_model_spec, reconcile_vocab_size
-from migrator.convert.models import load_model_table
+from migrator.convert.model.architecture import derive_model_spec, reconcile_vocab_size
+from migrator.convert.model.models import load_model_table
 from migrator.convert.formats.types import TensorInfo
 from migrator.errors import MigratorError
 from tests.convert.context_helpers import (

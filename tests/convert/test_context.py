@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from migrator.convert.architecture import derive_model_spec
+from migrator.convert.model.architecture import derive_model_spec
 from migrator.convert.context import write_context
 from migrator.convert.fiddle_json import Config, PyRef, graph
 from migrator.convert.read.nemo2_context import read_reference_model
-from migrator.convert.tokenizer import resolve_tokenizer
+from migrator.convert.model.tokenizer import resolve_tokenizer
 from migrator.errors import MigratorError
 from tests.convert.context_helpers import NEMO2_REF, TINY_LLAMA, TINY_MIXTRAL, checkpoint, load_graph, need
 

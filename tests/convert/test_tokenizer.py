@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from migrator.convert.tokenizer import (
+from migrator.convert.model.tokenizer import (
     HF_AUTO, SENTENCEPIECE, TIKTOKEN, hf_vocab_size, resolve_tokenizer, sentencepiece_piece_count,
 )
 from migrator.errors import MigratorError
