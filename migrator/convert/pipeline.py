@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, TextIO
 
-from migrator.convert.dcp_writer import write_backend_marker, write_common
+from migrator.convert.write.dcp import write_backend_marker, write_common
 from migrator.convert.storage.fileops import check_cancel
-from migrator.convert.plan import ConvertOptions, Plan, build_plan, render_plan
+from migrator.convert.write.plan import ConvertOptions, Plan, build_plan, render_plan
 from migrator.convert.storage.progress import Progress, make_progress
 from migrator.convert.read.source import Source, open_source
 from migrator.errors import MigratorError
@@ -178,7 +178,7 @@ def _write_output(source: Source, plan: Plan, options: ConvertOptions, progress:
         files = writing.join()
         progress.finish()
         write_common(weights)
-        from migrator.convert.context import write_context
+        from migrator.convert.write.nemo2 import write_context
 
         write_context(partial / "context", plan.spec, plan.tokenizer, warn)
         write_backend_marker(weights)
@@ -200,11 +200,11 @@ def _write_output(source: Source, plan: Plan, options: ConvertOptions, progress:
 def _write_weights(source: Source, plan: Plan, weights: Path, options: ConvertOptions, progress: Progress,
                    cancel: threading.Event) -> dict[str, int]:
     if plan.mode == "stream":
-        from migrator.convert.stream_weights import write_streamed_weights
+        from migrator.convert.write.stream_route import write_streamed_weights
 
         write_streamed_weights(source, plan, weights, workers=options.workers, progress=progress, cancel=cancel)
         return {}
-    from migrator.convert.copy_weights import write_copied_weights
+    from migrator.convert.write.copy_route import write_copied_weights
 
     return write_copied_weights(source, plan, weights, workers=options.workers, progress=progress, cancel=cancel)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from migrator.convert.formats.chunks import StoredChunk, StoredObject, rename_key
-from migrator.convert.dcp_writer import BACKEND_MARKER
+from migrator.convert.write.dcp import BACKEND_MARKER
 from migrator.convert.model.extra_state import is_core_attention
 from migrator.convert.storage.fileops import FileSlice, read_exactly, skip
 from migrator.convert.read.source import Source, open_source
@@ -185,7 +185,7 @@ def _decode_source(item: StoredChunk | StoredObject, data: bytearray, what: str)
             from migrator.convert.read.zarr import decode_chunk
 
             return decode_chunk(item, data)
-        from migrator.convert.stream_weights import view_torch_chunk
+        from migrator.convert.write.stream_route import view_torch_chunk
 
         return view_torch_chunk(data, item, what)  # a view of `data`, not a second copy
     with torch.serialization.safe_globals([io.BytesIO]):

@@ -9,8 +9,8 @@ import pytest
 from ruamel.yaml import YAML
 
 from migrator.convert.model.architecture import derive_model_spec
-from migrator.convert.context import write_context
-from migrator.convert.fiddle_json import Config, PyRef, graph
+from migrator.convert.write.nemo2 import write_context
+from migrator.convert.write.fiddle_json import Config, PyRef, graph
 from migrator.convert.read.nemo2_context import read_reference_model
 from migrator.convert.model.tokenizer import resolve_tokenizer
 from migrator.errors import MigratorError

@@ -64,7 +64,7 @@ def test_verify_after_a_cast(tmp_path: Path) -> None:
     import io
 
     from migrator.convert.pipeline import convert
-    from migrator.convert.plan import ConvertOptions
+    from migrator.convert.write.plan import ConvertOptions
     from migrator.convert.storage.progress import PlainProgress
 
     out = tmp_path / "fp32"

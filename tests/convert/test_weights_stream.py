@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from migrator.convert.pipeline import convert
-from migrator.convert.plan import ConvertOptions
+from migrator.convert.write.plan import ConvertOptions
 from migrator.convert.storage.progress import PlainProgress
 from migrator.convert.formats.torch_save_format import read_records, wrap_object, write_tensor
 from migrator.errors import MigratorError

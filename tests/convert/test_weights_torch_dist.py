@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from migrator.convert.pipeline import convert
-from migrator.convert.plan import ConvertOptions
+from migrator.convert.write.plan import ConvertOptions
 from migrator.convert.storage.progress import PlainProgress
 from migrator.convert.formats.safe_pickle import load_allowlisted
 from migrator.convert.read.source import open_source

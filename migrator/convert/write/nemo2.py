@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from migrator.convert.model.architecture import reconcile_vocab_size
-from migrator.convert.fiddle_json import Config, PyRef, dumps
+from migrator.convert.write.fiddle_json import Config, PyRef, dumps
 from migrator.convert.model.spec import ModelSpec, TokenizerSpec
 from migrator.errors import MigratorError
 

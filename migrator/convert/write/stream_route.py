@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator
 
 from migrator.convert.formats.chunks import StoredChunk, itemsize
-from migrator.convert.dcp_writer import DataFile, DcpWriter, none_object_blob
+from migrator.convert.write.dcp import DataFile, DcpWriter, none_object_blob
 from migrator.convert.model.extra_state import ObjectPlan
 from migrator.convert.storage.fileops import BUFFER, FileSlice, check_cancel, read_exactly, skip
-from migrator.convert.plan import Plan, TensorPlan
+from migrator.convert.write.plan import Plan, TensorPlan
 from migrator.convert.storage.progress import Progress
 from migrator.convert.read.source import Source
 from migrator.convert.formats.torch_save_format import FileRange, wrap_object

@@ -13,9 +13,9 @@ import threading
 from pathlib import Path
 
 from migrator.convert.formats.chunks import rename_key
-from migrator.convert.dcp_writer import DcpWriter, none_object_blob, write_file
+from migrator.convert.write.dcp import DcpWriter, none_object_blob, write_file
 from migrator.convert.storage.fileops import check_cancel
-from migrator.convert.plan import Plan
+from migrator.convert.write.plan import Plan
 from migrator.convert.storage.progress import Progress
 from migrator.convert.read.source import Source
 from migrator.convert.read.torch_dist import renamed_metadata
