@@ -20,7 +20,7 @@ from migrator.convert.write.dcp import BACKEND_MARKER
 from migrator.convert.model.extra_state import is_core_attention
 from migrator.convert.storage.fileops import FileSlice, read_exactly, skip
 from migrator.convert.read.source import Source, open_source
-from migrator.convert.read.torch_dist import DcpIndex, parse_dcp_metadata
+from migrator.convert.read.torch_dist import DcpIndex, parse_dcp_metadata, view_torch_chunk
 from migrator.errors import MigratorError
 
 
@@ -185,8 +185,6 @@ def _decode_source(item: StoredChunk | StoredObject, data: bytearray, what: str)
             from migrator.convert.read.zarr import decode_chunk
 
             return decode_chunk(item, data)
-        from migrator.convert.write.stream_route import view_torch_chunk
-
         return view_torch_chunk(data, item, what)  # a view of `data`, not a second copy
     with torch.serialization.safe_globals([io.BytesIO]):
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)

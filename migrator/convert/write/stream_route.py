@@ -28,6 +28,7 @@ from migrator.convert.storage.progress import Progress
 from migrator.convert.read.source import Source
 from migrator.convert.formats.torch_save_format import FileRange, wrap_object
 from migrator.convert.storage.workers import run_tasks
+from migrator.convert.read.torch_dist import view_torch_chunk
 from migrator.convert.read.zarr import decode_chunk, decompressed
 from migrator.errors import MigratorError
 
@@ -132,25 +133,6 @@ def _chunk_job(writer: DcpWriter, tensor: TensorPlan, chunk: StoredChunk, source
             pieces = _cast_pieces(decode_chunk(chunk, data), tensor.dtype)  # shares `data` (a full chunk)
         writer.write_chunk(out, tensor.new_key, chunk.offsets, chunk.sizes, nbytes, pieces)
     return job
-
-
-def view_torch_chunk(data: bytearray, chunk: StoredChunk, what: str) -> "object":
-    """The tensor of a `torch.save` blob held in memory, as a view of those bytes (torch.load would copy them)."""
-    import torch
-
-    from migrator.convert.formats.torch_save_format import tensor_layout
-
-    layout = tensor_layout(data, f"{what} ({chunk.key} at {list(chunk.offsets)})")
-    if layout.dtype != chunk.dtype or tuple(layout.size) != tuple(chunk.sizes):
-        raise MigratorError(f"{what}: chunk of {chunk.key} at {list(chunk.offsets)} holds {list(layout.size)} "
-                            f"{layout.dtype}, the index says {list(chunk.sizes)} {chunk.dtype}")
-    if layout.data_length < layout.storage_numel * itemsize(layout.dtype):
-        raise MigratorError(f"{what}: chunk of {chunk.key} at {list(chunk.offsets)} is truncated")
-    if layout.storage_numel == 0:
-        return torch.empty(layout.size, dtype=getattr(torch, layout.dtype))
-    storage = torch.frombuffer(data, dtype=getattr(torch, layout.dtype), count=layout.storage_numel,
-                               offset=layout.data_offset)
-    return storage.as_strided(layout.size, layout.stride, layout.storage_offset)
 
 
 def _object_job(writer: DcpWriter, obj: ObjectPlan, source: Source, progress: Progress,
