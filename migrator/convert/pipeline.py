@@ -58,8 +58,8 @@ def _check_paths(options: ConvertOptions) -> None:
 
 
 def _context_side(source: Source, options: ConvertOptions, warn: Warn):
-    """The model spec and tokenizer (helper modules of the context side)."""
-    from migrator.convert.model.architecture import derive_model_spec
+    """The complete model spec (vocab_size reconciled with the tokenizer) and the tokenizer: the context side."""
+    from migrator.convert.model.architecture import derive_model_spec, reconcile_vocab_size
     from migrator.convert.model.tokenizer import resolve_tokenizer
 
     spec = derive_model_spec(source.model_config, source.tensors, options.model_id, options.dtype, warn)
@@ -67,6 +67,8 @@ def _context_side(source: Source, options: ConvertOptions, warn: Warn):
     tokenizer = resolve_tokenizer(source.model_config, source.read_member, options.tokenizer_path,
                                   options.tokenizer_library, options.tokenizer_vocab_file,
                                   options.tokenizer_model_name, input_dir=input_dir)
+    # decided here, before anything is written, so --dry-run shows the vocab_size the real run writes
+    reconcile_vocab_size(spec, tokenizer.vocab_size, warn)
     return spec, tokenizer
 
 
@@ -180,7 +182,7 @@ def _write_output(source: Source, plan: Plan, options: ConvertOptions, progress:
         write_common(weights)
         from migrator.convert.write.nemo2 import write_context
 
-        write_context(partial / "context", plan.spec, plan.tokenizer, warn)
+        write_context(partial / "context", plan.spec, plan.tokenizer)
         write_backend_marker(weights)
         _fsync_tree(partial)
         check_cancel(cancel)  # the last moment an interrupt still means "no OUT"
