@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, TextIO
 
-from migrator.convert.write.dcp import write_backend_marker, write_common
-from migrator.convert.storage.fileops import check_cancel
-from migrator.convert.write.plan import ConvertOptions, Plan, build_plan, render_plan
-from migrator.convert.storage.progress import Progress, make_progress
 from migrator.convert.read.source import Source, open_source
+from migrator.convert.storage.fileops import check_cancel
+from migrator.convert.storage.progress import Progress, make_progress
+from migrator.convert.write.dcp import write_backend_marker, write_common
+from migrator.convert.write.plan import ConvertOptions, Plan, build_plan, render_plan
 from migrator.errors import MigratorError
 
 Warn = Callable[[str], None]

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from migrator.convert.formats.chunks import StoredChunk, StoredObject, rename_key
-from migrator.convert.write.dcp import BACKEND_MARKER
 from migrator.convert.model.extra_state import is_core_attention
-from migrator.convert.storage.fileops import FileSlice, read_exactly, skip
 from migrator.convert.read.source import Source, open_source
 from migrator.convert.read.torch_dist import DcpIndex, parse_dcp_metadata, view_torch_chunk
+from migrator.convert.storage.fileops import FileSlice, read_exactly, skip
+from migrator.convert.write.dcp import BACKEND_MARKER
 from migrator.errors import MigratorError
 
 

@@ -9,10 +9,10 @@ import pytest
 from ruamel.yaml import YAML
 
 from migrator.convert.model.architecture import derive_model_spec, reconcile_vocab_size
-from migrator.convert.write.nemo2 import write_context
-from migrator.convert.write.fiddle_json import Config, PyRef, graph
-from migrator.convert.read.nemo2_context import read_reference_model
 from migrator.convert.model.tokenizer import resolve_tokenizer
+from migrator.convert.read.nemo2_context import read_reference_model
+from migrator.convert.write.fiddle_json import Config, PyRef, graph
+from migrator.convert.write.nemo2 import write_context
 from migrator.errors import MigratorError
 from tests.convert.context_helpers import NEMO2_REF, TINY_LLAMA, TINY_MIXTRAL, checkpoint, load_graph, need
 

@@ -64,8 +64,8 @@ def test_verify_after_a_cast(tmp_path: Path) -> None:
     import io
 
     from migrator.convert.pipeline import convert
-    from migrator.convert.write.plan import ConvertOptions
     from migrator.convert.storage.progress import PlainProgress
+    from migrator.convert.write.plan import ConvertOptions
 
     out = tmp_path / "fp32"
     convert(ConvertOptions(fixture_nemo("tiny_llama_zarr"), out, model_id=LLAMA_ID, dtype="fp32"),

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from migrator.convert.pipeline import convert
-from migrator.convert.write.plan import ConvertOptions
-from migrator.convert.storage.progress import PlainProgress
 from migrator.convert.formats.torch_save_format import read_records, wrap_object, write_tensor
+from migrator.convert.pipeline import convert
+from migrator.convert.storage.progress import PlainProgress
+from migrator.convert.write.plan import ConvertOptions
 from migrator.errors import MigratorError
 from tests.convert import checkpoint_factory as factory
 from tests.convert.checkpoint_factory import bits, read_dcp
@@ -182,8 +182,8 @@ def test_wrapping_zarr_objects_keeps_content_and_refuses_code(tmp_path: Path) ->
 
 
 def test_tensor_layout_views_torch_save_bytes_without_torch_load() -> None:
-    from migrator.convert.read.source import open_source
     from migrator.convert.formats.torch_save_format import tensor_layout
+    from migrator.convert.read.source import open_source
 
     def view(blob: bytearray) -> torch.Tensor:
         layout = tensor_layout(blob, "blob")

@@ -13,13 +13,13 @@ import threading
 from pathlib import Path
 
 from migrator.convert.formats.chunks import rename_key
-from migrator.convert.write.dcp import DcpWriter, none_object_blob, write_file
-from migrator.convert.storage.fileops import check_cancel
-from migrator.convert.write.plan import Plan
-from migrator.convert.storage.progress import Progress
 from migrator.convert.read.source import Source
 from migrator.convert.read.torch_dist import renamed_metadata
+from migrator.convert.storage.fileops import check_cancel
+from migrator.convert.storage.progress import Progress
 from migrator.convert.storage.workers import run_tasks
+from migrator.convert.write.dcp import DcpWriter, none_object_blob, write_file
+from migrator.convert.write.plan import Plan
 from migrator.errors import MigratorError
 
 _DATA_FILE = re.compile(r"^__(\d+)_(\d+)\.distcp$")

@@ -17,8 +17,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from migrator.convert.write.fiddle_json import Config, PyRef, dumps
 from migrator.convert.model.spec import ModelSpec, TokenizerSpec
+from migrator.convert.write.fiddle_json import Config, PyRef, dumps
 from migrator.errors import MigratorError
 
 TRAINER_CONTEXT = "nemo.lightning.io.pl.TrainerContext"

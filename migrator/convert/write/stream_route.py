@@ -20,16 +20,16 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator
 
 from migrator.convert.formats.chunks import StoredChunk, itemsize
-from migrator.convert.write.dcp import DataFile, DcpWriter, none_object_blob
-from migrator.convert.model.extra_state import ObjectPlan
-from migrator.convert.storage.fileops import BUFFER, FileSlice, check_cancel, read_exactly, skip
-from migrator.convert.write.plan import Plan, TensorPlan
-from migrator.convert.storage.progress import Progress
-from migrator.convert.read.source import Source
 from migrator.convert.formats.torch_save_format import FileRange, wrap_object
-from migrator.convert.storage.workers import run_tasks
+from migrator.convert.model.extra_state import ObjectPlan
+from migrator.convert.read.source import Source
 from migrator.convert.read.torch_dist import view_torch_chunk
 from migrator.convert.read.zarr import decode_chunk, decompressed
+from migrator.convert.storage.fileops import BUFFER, FileSlice, check_cancel, read_exactly, skip
+from migrator.convert.storage.progress import Progress
+from migrator.convert.storage.workers import run_tasks
+from migrator.convert.write.dcp import DataFile, DcpWriter, none_object_blob
+from migrator.convert.write.plan import Plan, TensorPlan
 from migrator.errors import MigratorError
 
 # A unit of work: given a stream positioned at its bytes and an output data file, write one item.
