@@ -253,8 +253,13 @@ def _checksum(logits: Any) -> str:
 
 
 def _forward(model: Any, tokens: list[int]) -> Any:
+    """The logits for `tokens` (one sequence, causal). A bf16/fp16 model runs with every parameter in that dtype,
+    as megatron-core's Float16Module (which NeMo 2.0 and Megatron-Bridge wrap such a model in) casts it; the local
+    spec's norms are float32 otherwise, and a float32 LayerNorm output cannot feed a bf16 linear layer."""
     import torch
 
+    if model.config.params_dtype in (torch.bfloat16, torch.float16):
+        model.to(model.config.params_dtype)
     ids = torch.tensor([tokens], dtype=torch.long)
     positions = torch.arange(len(tokens), dtype=torch.long).unsqueeze(0)
     mask = torch.triu(torch.ones(len(tokens), len(tokens), dtype=torch.bool), diagonal=1)[None, None]
