@@ -121,6 +121,27 @@ def test_mamba_models_fall_back_to_the_index_checks(outputs: dict[str, Path], tm
     assert not any(c.startswith("load:") for c in report.checks)
 
 
+def test_a_bridge_checkpoint_loads_and_reproduces_nemo1(tmp_path: Path) -> None:
+    """A Megatron-Bridge checkpoint (iter_0000000/ with run_config.yaml, keys without prefix) made from NeMo's own
+    tiny Llama conversion by the shared oracle's writer (the layout Bridge 0.3.1 loads; see its README)."""
+    import subprocess
+    import sys
+
+    _need_megatron()
+    from migrator.convert.load_check import check_load
+    from tests.conftest import SHARED
+
+    writer = need(SHARED / "oracle" / "bridge" / "write_bridge_ckpt_from_nemo2.py")
+    out = tmp_path / "bridge"
+    subprocess.run([sys.executable, str(writer), str(need(NEMO2_REFERENCE / "tiny_llama")), str(out)], check=True,
+                   capture_output=True)
+    reference = _reference("nemo_llama")
+    result = check_load(out, reference["tokens"][0].tolist())
+    assert not result.problems, result.problems
+    assert any("LlamaModelProvider from iter_0000000/run_config.yaml" in c for c in result.checks), result.checks
+    assert (result.logits.float() - reference["logits"]).abs().max().item() < 1e-2
+
+
 # ---------------------------------------------------------------- the CLI: exit codes and lines
 
 
