@@ -173,7 +173,7 @@ def _build(target: LoadTarget, vocab_size: int) -> Any:
                                             qk_layernorm=config.qk_layernorm, normalization=config.normalization)
             model = GPTModel(config, spec, vocab_size=vocab_size,
                              max_sequence_length=target.seq_length or 1024, **target.model)
-    except (AssertionError, ValueError, TypeError, NotImplementedError) as error:
+    except Exception as error:  # noqa: BLE001 - megatron-core's checks raise many kinds: one line for the user
         raise MigratorError(f"{target.config_file}: megatron-core cannot build this model on CPU "
                             f"({type(error).__name__}: {str(error).strip().splitlines()[0] if str(error) else ''})"
                             ) from None
@@ -291,6 +291,10 @@ def check_load(output: Path, tokens: list[int] | None = None) -> LoadResult:
         bad = [t for t in tokens if not 0 <= t < vocab]
         if bad:
             raise MigratorError(f"--tokens: {bad[0]} is not a token id of this model (0 to {vocab - 1})")
+        limit = target.seq_length or 1024
+        if target.model.get("position_embedding_type") == "learned_absolute" and len(tokens) > limit:
+            raise MigratorError(f"--tokens: {len(tokens)} tokens, but the model's learned position embeddings cover "
+                                f"{limit} (seq_length)")
     _import_megatron()
     import torch
     from megatron.core import dist_checkpointing

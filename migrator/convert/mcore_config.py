@@ -187,4 +187,8 @@ def _fill(target: LoadTarget, values: dict[str, Any], defaults: str) -> LoadTarg
     target.seq_length = seq if isinstance(seq, int) and not isinstance(seq, bool) and seq > 0 else None
     vocab = values.get("vocab_size")
     target.vocab_size = vocab if isinstance(vocab, int) and not isinstance(vocab, bool) and vocab > 0 else None
+    divisible, tp = values.get("make_vocab_size_divisible_by"), values.get("tensor_model_parallel_size") or 1
+    if target.vocab_size and values.get("should_pad_vocab") and isinstance(divisible, int) and divisible > 0 \
+            and isinstance(tp, int) and tp > 0:  # Bridge's provider then pads vocab_size (calculate_padded_vocab_size)
+        target.vocab_size = -(-target.vocab_size // (divisible * tp)) * divisible * tp
     return target
