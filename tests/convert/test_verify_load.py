@@ -142,6 +142,42 @@ def test_a_bridge_checkpoint_loads_and_reproduces_nemo1(tmp_path: Path) -> None:
     assert (result.logits.float() - reference["logits"]).abs().max().item() < 1e-2
 
 
+def _save_with(weights: Path, target: Path, key: str, rows: int) -> None:
+    """A torch_dist checkpoint like `weights` (every tensor and sharded object, saved by torch DCP) in which `key`
+    keeps only its first `rows` rows: an index that agrees with its data files, one tensor of the wrong shape."""
+    import io
+
+    import torch
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+    reader = dcp.FileSystemReader(str(weights))
+    state = {}
+    for name, meta in reader.read_metadata().state_dict_metadata.items():
+        state[name] = (torch.empty(meta.size, dtype=meta.properties.dtype) if isinstance(meta, TensorStorageMetadata)
+                       else io.BytesIO())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "torch.distributed is ... uninitialized, assuming ... a single process"
+        dcp.load(state, storage_reader=reader, no_dist=True)
+        state[key] = state[key][:rows].clone()
+        target.mkdir(parents=True)
+        dcp.save(state, storage_writer=dcp.FileSystemWriter(str(target)), no_dist=True)
+    for name in ("common.pt", "metadata.json"):
+        shutil.copy(weights / name, target / name)
+
+
+def test_tensor_of_the_wrong_shape(outputs: dict[str, Path], tmp_path: Path) -> None:
+    """In this process (the CLI's exit 1 for a report with problems is shown by the missing-tensor case)."""
+    from migrator.convert.verify import verify_checkpoint
+
+    out = tmp_path / "copy"
+    shutil.copytree(outputs["llama_torch_dist"] / "context", out / "context")
+    _save_with(outputs["llama_torch_dist"] / "weights", out / "weights", "module.output_layer.weight", 120)
+    report = verify_checkpoint(out, load=True)
+    assert report.problems == [f"module.output_layer.weight: [120, 64] in {out / 'weights'}, but the model built "
+                               "from context/io.json needs [128, 64]"], report.lines()
+
+
 # ---------------------------------------------------------------- the CLI: exit codes and lines
 
 
@@ -200,39 +236,6 @@ def test_cli_missing_tensor(outputs: dict[str, Path], tmp_path: Path) -> None:
     _fails(run_cli("verify", out, "--load"),
            f"module.decoder.layers.mlp.linear_fc2.weight: missing in {out / 'weights'} (the model built from "
            "context/io.json needs [2, 64, 176] bfloat16)")
-
-
-def _save_with(weights: Path, target: Path, key: str, rows: int) -> None:
-    """A torch_dist checkpoint like `weights` (every tensor and sharded object, saved by torch DCP) in which `key`
-    keeps only its first `rows` rows: an index that agrees with its data files, one tensor of the wrong shape."""
-    import io
-
-    import torch
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
-
-    reader = dcp.FileSystemReader(str(weights))
-    state = {}
-    for name, meta in reader.read_metadata().state_dict_metadata.items():
-        state[name] = (torch.empty(meta.size, dtype=meta.properties.dtype) if isinstance(meta, TensorStorageMetadata)
-                       else io.BytesIO())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "torch.distributed is ... uninitialized, assuming ... a single process"
-        dcp.load(state, storage_reader=reader, no_dist=True)
-        state[key] = state[key][:rows].clone()
-        target.mkdir(parents=True)
-        dcp.save(state, storage_writer=dcp.FileSystemWriter(str(target)), no_dist=True)
-    for name in ("common.pt", "metadata.json"):
-        shutil.copy(weights / name, target / name)
-
-
-def test_cli_tensor_of_the_wrong_shape(outputs: dict[str, Path], tmp_path: Path) -> None:
-    out = tmp_path / "copy"
-    shutil.copytree(outputs["llama_torch_dist"] / "context", out / "context")
-    _save_with(outputs["llama_torch_dist"] / "weights", out / "weights", "module.output_layer.weight", 120)
-    _fails(run_cli("verify", out, "--load"),
-           f"module.output_layer.weight: [120, 64] in {out / 'weights'}, but the model built from context/io.json "
-           "needs [128, 64]")
 
 
 def test_cli_bad_input_exits_2(outputs: dict[str, Path], tmp_path: Path) -> None:
