@@ -269,6 +269,64 @@ def _forward(model: Any, tokens: list[int]) -> Any:
         return model(ids, positions, mask)
 
 
+def _vocab_size(target: LoadTarget, tensors: dict[str, tuple[tuple[int, ...], str]],
+                result: LoadResult) -> int | None:
+    if target.vocab_size is not None:
+        return target.vocab_size
+    embedding = tensors.get(f"{target.prefix}embedding.word_embeddings.weight")
+    if embedding is None:
+        result.problems.append(f"{target.prefix}embedding.word_embeddings.weight: missing in {target.checkpoint} "
+                               "(and the config has no vocab_size)")
+        return None
+    result.notes.append(f"vocab_size: not in the config (NeMo takes it from the tokenizer); the embedding's "
+                        f"{embedding[0][0]} rows are used")
+    return embedding[0][0]
+
+
+def _check_tokens(target: LoadTarget, tokens: list[int], vocab: int) -> None:
+    bad = [t for t in tokens if not 0 <= t < vocab]
+    if bad:
+        raise MigratorError(f"--tokens: {bad[0]} is not a token id of this model (0 to {vocab - 1})")
+    limit = target.seq_length or 1024
+    if target.model.get("position_embedding_type") == "learned_absolute" and len(tokens) > limit:
+        raise MigratorError(f"--tokens: {len(tokens)} tokens, but the model's learned position embeddings cover "
+                            f"{limit} (seq_length)")
+
+
+def _load(model: Any, target: LoadTarget, result: LoadResult) -> None:
+    """megatron-core's load into the model's own sharded state dict, then load_state_dict(strict=True)."""
+    import torch
+    from megatron.core import dist_checkpointing
+    from megatron.core.dist_checkpointing.validation import StrictHandling
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sharded = model.sharded_state_dict(prefix=target.prefix)
+        try:
+            loaded, missing, _unexpected = dist_checkpointing.load(sharded, str(target.checkpoint),
+                                                                   strict=StrictHandling.RETURN_ALL)
+        except Exception as error:  # noqa: BLE001 - megatron-core / torch DCP raise many kinds: one line
+            message = str(error).strip().splitlines()
+            result.problems.append(f"{target.checkpoint}: megatron-core could not load it ({type(error).__name__}: "
+                                   f"{message[0] if message else ''})")
+            return
+    for key in sorted(missing):
+        result.problems.append(f"{key}: missing in {target.checkpoint} (megatron-core's load)")
+    if result.problems:
+        return
+    try:
+        model.load_state_dict({key.removeprefix(target.prefix): loaded[key] for key in sharded}, strict=True)
+    except RuntimeError as error:
+        result.problems.append(f"{target.checkpoint}: the loaded state does not fit the model "
+                               f"({str(error).strip().splitlines()[-1].strip()})")
+        return
+    if target.zero_centered_gamma:
+        with torch.no_grad():
+            for module in model.modules():
+                if isinstance(module, (torch.nn.LayerNorm, torch.nn.RMSNorm)) and module.weight is not None:
+                    module.weight += 1
+
+
 def check_load(output: Path, tokens: list[int] | None = None) -> LoadResult:
     """Build, load (and run) the model; problems found are in the result, unusable input raises MigratorError."""
     target = find_load_target(output)
@@ -277,66 +335,21 @@ def check_load(output: Path, tokens: list[int] | None = None) -> LoadResult:
         result.notes.append(f"load: not run: {target.unsupported}; only the checks above ran")
         return result
     tensors, objects = _index(target.checkpoint)
-    vocab = target.vocab_size
+    vocab = _vocab_size(target, tensors, result)
     if vocab is None:
-        embedding = tensors.get(f"{target.prefix}embedding.word_embeddings.weight")
-        if embedding is None:
-            result.problems.append(f"{target.prefix}embedding.word_embeddings.weight: missing in "
-                                   f"{target.checkpoint} (and the config has no vocab_size)")
-            return result
-        vocab = embedding[0][0]
-        result.notes.append(f"vocab_size: not in the config (NeMo takes it from the tokenizer); the embedding's "
-                            f"{vocab} rows are used")
+        return result
     if tokens is not None:
-        bad = [t for t in tokens if not 0 <= t < vocab]
-        if bad:
-            raise MigratorError(f"--tokens: {bad[0]} is not a token id of this model (0 to {vocab - 1})")
-        limit = target.seq_length or 1024
-        if target.model.get("position_embedding_type") == "learned_absolute" and len(tokens) > limit:
-            raise MigratorError(f"--tokens: {len(tokens)} tokens, but the model's learned position embeddings cover "
-                                f"{limit} (seq_length)")
+        _check_tokens(target, tokens, vocab)
     _import_megatron()
-    import torch
-    from megatron.core import dist_checkpointing
-    from megatron.core.dist_checkpointing.validation import StrictHandling
-
     if target.transformer.get("num_moe_experts"):
         _moe_names()
     with _process_group():
         model = _build(target, vocab)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            sharded = model.sharded_state_dict(prefix=target.prefix)
         n_tensors, n_objects = _compare_index(model, tensors, objects, target, result)
+        if not result.problems:
+            _load(model, target, result)
         if result.problems:
             return result
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                loaded, missing, _unexpected = dist_checkpointing.load(sharded, str(target.checkpoint),
-                                                                       strict=StrictHandling.RETURN_ALL)
-        except Exception as error:  # noqa: BLE001 - megatron-core / torch DCP raise many kinds: one line
-            message = str(error).strip().splitlines()
-            result.problems.append(f"{target.checkpoint}: megatron-core could not load it ({type(error).__name__}: "
-                                   f"{message[0] if message else ''})")
-            return result
-        for key in sorted(missing):
-            result.problems.append(f"{key}: missing in {target.checkpoint} (megatron-core's load)")
-        if result.problems:
-            return result
-        state = {key.removeprefix(target.prefix): loaded[key] for key in loaded
-                 if key in sharded}
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as error:
-            result.problems.append(f"{target.checkpoint}: the loaded state does not fit the model "
-                                   f"({str(error).strip().splitlines()[-1].strip()})")
-            return result
-        if target.zero_centered_gamma:
-            with torch.no_grad():
-                for module in model.modules():
-                    if isinstance(module, (torch.nn.LayerNorm, torch.nn.RMSNorm)) and module.weight is not None:
-                        module.weight += 1
         source = f"{target.config_class.rsplit('.', 1)[-1]} from {target.config_file.parent.name}/" \
                  f"{target.config_file.name}"
         result.checks.append(f"load: megatron-core {megatron_version()} GPTModel ({source}, local layer spec, CPU) "
