@@ -1,8 +1,8 @@
 """`verify OUT --load`: build the GPT model OUT's config describes with megatron-core, on CPU, and load OUT into it.
 
 The model is megatron-core's `GPTModel` with the local (non-Transformer-Engine) layer spec, in a single-process gloo
-group with TP=PP=1; its config is read as data by `mcore_config.py`. Before loading, every key of the model's own
-`sharded_state_dict` is compared with the checkpoint's index (present, same global shape, a dtype that loads without
+group with TP=PP=1; its config is read as data by `model/mcore_config.py`. Before loading, every key of the model's
+own `sharded_state_dict` is compared with the checkpoint's index (present, same global shape, a dtype that loads without
 loss); then `megatron.core.dist_checkpointing.load` reads the checkpoint into that state dict (missing keys are
 returned and reported, as with `strict="return_all"`) and `load_state_dict(strict=True)` puts it into the model.
 With tokens, a forward pass follows and a checksum of the logits is reported.
@@ -29,7 +29,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
-from migrator.convert.mcore_config import LoadTarget, find_load_target
+from migrator.convert.model.mcore_config import LoadTarget, find_load_target
 from migrator.errors import MigratorError
 
 # Fusions and parallelism a single CPU process runs; initialisation is skipped (every weight is loaded).

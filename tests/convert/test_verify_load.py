@@ -6,8 +6,6 @@ tests) and in a few CLI subprocesses (exit codes and the printed lines).
 """
 from __future__ import annotations
 
-import importlib.util
-import os
 import pickle
 import re
 import shutil
@@ -16,23 +14,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import need_megatron_core
 from tests.convert.conftest import LLAMA_ID, NEMO1, NEMO2_REFERENCE, fixture_nemo, need, run_cli
 
 pytestmark = pytest.mark.slow
 
 
-def _need_megatron() -> None:
-    if importlib.util.find_spec("megatron") is None or importlib.util.find_spec("megatron.core") is None:
-        why = "megatron-core is not installed (the [verify] extra)"
-        if os.environ.get("NEMO_MIGRATE_REQUIRE_SHARED") == "1":
-            pytest.fail(why)
-        pytest.skip(why)
-
-
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Our conversions of the NeMo-made fixtures (real CLI), and NeMo's own converter outputs."""
-    _need_megatron()
+    need_megatron_core()
     root = tmp_path_factory.mktemp("load")
     made = {}
     for name, source, extra in (("llama_torch_dist", "tiny_llama_torch_dist", ("--model_id", LLAMA_ID)),
@@ -74,7 +65,7 @@ def test_loads_strictly_and_reproduces_nemo1_logits(outputs: dict[str, Path], na
 def test_our_output_and_nemos_give_the_same_config(outputs: dict[str, Path]) -> None:
     """Two config sources (ours: explicit fields over Llama3Config8B's preset; NeMo's: LlamaConfig with a full
     model.yaml) describe the same model."""
-    from migrator.convert.mcore_config import find_load_target
+    from migrator.convert.model.mcore_config import find_load_target
 
     ours, nemos = find_load_target(outputs["llama_torch_dist"]), find_load_target(outputs["nemo_llama"])
     assert (ours.config_class, nemos.config_class) == ("nemo.collections.llm.gpt.model.llama.Llama3Config8B",
@@ -127,7 +118,7 @@ def test_a_bridge_checkpoint_loads_and_reproduces_nemo1(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    _need_megatron()
+    need_megatron_core()
     from migrator.convert.load_check import check_load
     from tests.conftest import SHARED
 

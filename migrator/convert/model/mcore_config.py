@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from migrator.convert.models import load_model_table
-from migrator.convert.nemo2_reference import read_reference_model
+from migrator.convert.model.models import load_model_table
+from migrator.convert.read.nemo2_context import read_reference_model
 from migrator.errors import MigratorError
 
 GPT_DEFAULTS_CLASS = "nemo.collections.llm.gpt.model.base.GPTConfig"
@@ -64,7 +64,7 @@ class LoadTarget:
     seq_length: int | None = None
     vocab_size: int | None = None  # None: taken from the checkpoint's embedding (see load_check)
     zero_centered_gamma: bool = False
-    rope_scaling: dict[str, float] | None = None  # Llama 3.1: factor, low_freq_factor, high_freq_factor, old_context_len
+    rope_scaling: dict[str, float] | None = None  # Llama 3.1: scale_factor, low/high_freq_factor, old_context_len
     unsupported: str | None = None  # why the model cannot be built on CPU (then only the index checks ran)
     notes: list[str] = field(default_factory=list)
 
