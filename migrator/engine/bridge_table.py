@@ -148,6 +148,7 @@ class MappingTable(Record):
     nemo2: list[Nemo2Mapping]
     conflicts: list[BridgeConflict] = field(default_factory=list)
     values: dict[str, dict[str, BridgeValue]] = field(default_factory=dict)
+    nemo2_classes: dict[str, list[str]] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------------------- the Bridge table
