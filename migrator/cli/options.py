@@ -39,6 +39,20 @@ def resolve_bridge_target(spec: str | None) -> BridgeTarget:
     return BridgeTarget(bridge=Version.parse(release.version), megatron_core=core)
 
 
+def resolve_lint_targets(spec: str | None) -> tuple[Target, BridgeTarget | None]:
+    """The lint judges NeMo files and Bridge files in one run: `--target nemo=2.5,megatron-bridge=0.3` splits into
+    the NeMo 2.0 target and the Bridge target (megatron-core, when given, applies to both). No megatron-bridge part:
+    None (the Bridge rules use the newest known release and the megatron-core it pins)."""
+    from migrator.versions import BRIDGE_ALIASES
+
+    parts = [p.strip() for p in (spec or "").split(",") if p.strip()]
+    bridge_parts = [p for p in parts if p.partition("=")[0].strip().lower() in BRIDGE_ALIASES]
+    nemo_parts = [p for p in parts if p not in bridge_parts]
+    core = [p for p in nemo_parts if p.partition("=")[0].strip().lower() in ("megatron-core", "megatron_core", "mcore")]
+    target = resolve_target(",".join(nemo_parts))
+    return target, (resolve_bridge_target(",".join(bridge_parts + core)) if bridge_parts else None)
+
+
 def resolve_source(spec: str | None) -> Source:
     if not spec:
         return Source()

@@ -140,41 +140,19 @@ class _Builder:
     def value_problem(self, name: str, value: Scalar) -> tuple[str, str] | None:
         """(code, message) when the target cannot use `value` for field `name`: NM203 for a removed value, NM202
         for a wrong type or a value outside the release's allowed set."""
-        facts = self.facts(name)
-        lifecycle = self.bridge.mapping.values.get(name, {}).get(str(value)) if isinstance(value, str) else None
-        if lifecycle is not None and lifecycle.removed is not None and self.m.target.reached(
-                bridge=lifecycle.removed.bridge, megatron_core=lifecycle.removed.megatron_core):
-            text = f"{name}={py(value)}: {lifecycle.removed.message} (target {self.m.target.describe()})"
-            if lifecycle.convert_hint:
-                text += f"; {lifecycle.convert_hint}"
-            return "NM203", text
-        if facts is not None and facts.allowed is not None and value is not None and value not in facts.allowed:
-            return "NM202", (f"{name}={py(value)} is not a value Bridge {self.m.release} accepts "
-                             f"(one of {', '.join(py(a) for a in facts.allowed)})")
-        if facts is not None and value is None and not facts.nullable:
-            return "NM202", f"{name}=None: Bridge {self.m.release} types it {facts.type}, not optional"
-        if facts is not None and value is not None and facts.type in ("bool", "int", "str"):
-            ok = isinstance(value, {"bool": bool, "int": int, "str": str}[facts.type]) and not (
-                facts.type == "int" and isinstance(value, bool))
-            if not ok:
-                return "NM202", f"{name}={py(value)}: Bridge {self.m.release} types it {facts.type}"
-        return None
+        from migrator.engine.bridge_verdicts import value_verdict
+
+        verdict = value_verdict(self.bridge, self.m.target, name, value)
+        return (verdict.code, verdict.message) if verdict is not None else None
 
     def conflicts(self) -> None:
         """What finalize() / validate() of the target release would raise on, given the emitted fields and Bridge's
         defaults for the rest."""
-        given = self.m.values()
-        for conflict in self.bridge.conflicts_for(self.m.release):
-            values = []
-            for cond in conflict.when:
-                facts = self.facts(cond.field)
-                if facts is None:
-                    break
-                values.append(cond.holds(given.get(cond.field, facts.default)))
-            else:
-                if all(values):
-                    self.say("warning", f"{conflict.message} (Bridge {self.m.release})", code="NM204",
-                             setting=conflict.when[0].field)
+        from migrator.engine.bridge_verdicts import conflicts
+
+        for conflict in conflicts(self.bridge, self.m.target, self.m.values()):
+            self.say("warning", f"{conflict.message} (Bridge {self.m.release})", code="NM204",
+                     setting=conflict.when[0].field)
 
     def finish(self) -> None:
         order = {f.name: i for i, f in enumerate(self.bridge.fields.fields)}
