@@ -348,3 +348,43 @@ def test_cli_forms_and_usage_errors(tmp_path):
     proc = migrate(str(script), "--to", "bridge", "--emit-overrides", "--target", "megatron-bridge=0.3")
     assert proc.returncode == 0 and "checkpoint.async_save=true" in proc.stdout.splitlines()
     assert "train.py:12:5" in proc.stderr  # the non-literal value is reported with its location
+
+
+# ================================================================================================ Bridge YAML lint
+def test_bridge_yaml_is_recognised_before_nemo1_classification(tmp_path):
+    from migrator.yaml.bridge import bridge_kind
+    from migrator.yaml.checks import classify
+    from migrator.yaml.document import parse
+
+    run_config = ("_target_: megatron.bridge.training.config.ConfigContainer\nmodel:\n  num_layers: 2\n"
+                  "  dist_ckpt_format: zarr\ncheckpoint:\n  save: /ckpt\n  save_ckpt_format: zarr\n")
+    root = parse(run_config, "run_config.yaml").roots[0]
+    assert bridge_kind(root) == "bridge-checkpoint" and classify(root) is None  # not judged as NeMo 1.0
+    nemo1 = parse("model:\n  dist_ckpt_format: zarr\n", "c.yaml").roots[0]
+    assert bridge_kind(nemo1) is None and classify(nemo1).kind == "training"
+    other = parse("checkpoint:\n  every: 5\n", "c.yaml").roots[0]
+    assert bridge_kind(other) is None  # a `checkpoint:` block with no Bridge field is not Bridge YAML
+    path = tmp_path / "run_config.yaml"
+    path.write_text(run_config)
+    proc = run_cli("lint", str(path), "--output-format", "json", "--target", "megatron-bridge=0.3")
+    found = [(d["code"], d["location"]["row"]) for d in json.loads(proc.stdout)]
+    assert found == [("NM201", 7)] and proc.returncode == 1  # no NeMo 1.0 NM106 on model.dist_ckpt_format
+    fixed = run_cli("lint", str(path), "--unsafe-fixes", "--fix", "--target", "megatron-bridge=0.3")
+    # the rename, then the zarr the renamed key now carries (NM203), are both fixed; the NeMo model block is untouched
+    assert path.read_text() == run_config.replace("save_ckpt_format: zarr", "ckpt_format: torch_dist")
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+
+
+def test_bridge_python_lint_through_the_cli(tmp_path):
+    script = tmp_path / "recipe.py"
+    script.write_text("from megatron.bridge.recipes.llama import llama3_8b_pretrain_config\n"
+                      "cfg = llama3_8b_pretrain_config()\n"
+                      "cfg.checkpoint.ckpt_parallel_load = True\n"
+                      "cfg.checkpoint.storage_writers_per_rank = 4\n")
+    proc = run_cli("lint", str(script), "--output-format", "json", "--target", "megatron-bridge=0.3")
+    found = [(d["code"], d["location"]["row"], d["location"]["column"]) for d in json.loads(proc.stdout)]
+    assert found == [("NM201", 3, 16), ("NM205", 4, 16)]
+    newest = run_cli("lint", str(script), "--output-format", "json")
+    assert [d["code"] for d in json.loads(newest.stdout)] == ["NM201"]
+    fixed = run_cli("lint", str(script), "--unsafe-fixes", "--fix")
+    assert "cfg.checkpoint.fully_parallel_load = True\n" in script.read_text(), fixed.stderr

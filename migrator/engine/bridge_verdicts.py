@@ -20,22 +20,36 @@ class Verdict:
     suggestion: str | None = None  # a field name to rename to (NM201)
 
 
+def default_target(bridge: BridgeTable) -> BridgeTarget:
+    """The newest release the table knows, on the megatron-core it pins."""
+    newest = bridge.newest
+    return BridgeTarget(Version.parse(newest.version), Version.parse(newest.megatron_core))
+
+
 def _py(value: Any) -> str:
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return repr(value)
 
 
-def field_verdict(bridge: BridgeTable, target: BridgeTarget, name: str, *, assignment: bool) -> Verdict | None:
+EFFECTS = {
+    "call": "makes CheckpointConfig(...) raise TypeError (a keyword-only dataclass)",
+    "assignment": "is silently ignored: CheckpointConfig is a plain (not slotted) dataclass, so the assignment only "
+                  "adds an attribute nobody reads",
+    "yaml": "is skipped with only a log warning when Bridge applies YAML overrides, and makes CheckpointConfig(...) "
+            "raise TypeError when a run_config.yaml is instantiated",
+}
+
+
+def field_verdict(bridge: BridgeTable, target: BridgeTarget, name: str, *, assignment: bool = False,
+                  context: str | None = None) -> Verdict | None:
     """NM201 for a name no Bridge release has (a NeMo 2.0 name gets its Bridge name), NM205 for a field the
-    target release does not have. `assignment`: an attribute assignment (silently ignored) rather than a keyword
-    (TypeError)."""
+    target release does not have. `context` ("call", "assignment", "yaml"; `assignment` is "assignment") says what
+    the name does there: a TypeError in a call, silently ignored in an attribute assignment."""
     release = str(target.bridge)
     if bridge.facts(name, release) is not None:
         return None
-    effect = ("is silently ignored: CheckpointConfig is a plain (not slotted) dataclass, so the assignment only adds "
-              "an attribute nobody reads" if assignment else "makes CheckpointConfig(...) raise TypeError "
-              "(a keyword-only dataclass)")
+    effect = EFFECTS[context or ("assignment" if assignment else "call")]
     span = bridge.lifespan(name)
     if span is not None:
         first, last = span

@@ -16,20 +16,15 @@ from typing import Any
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider, QualifiedNameProvider
 
-from migrator.engine.bridge_table import BridgeTable, load_bridge_table
-from migrator.engine.bridge_verdicts import Verdict, conflicts, field_verdict, value_verdict
+from migrator.engine.bridge_table import load_bridge_table
+from migrator.engine.bridge_verdicts import Verdict, conflicts, default_target, field_verdict, value_verdict
 from migrator.engine.diagnostics import Diagnostic, Edit, Fix, Location
 from migrator.engine.table import Table
 from migrator.python.bridge_from_nemo2 import literal
 from migrator.python.calls import NOT_LITERAL, _absolute, package_of
-from migrator.versions import BridgeTarget, Version
+from migrator.versions import BridgeTarget
 
 MARKERS = ("CheckpointConfig", "megatron.bridge")
-
-
-def default_target(bridge: BridgeTable) -> BridgeTarget:
-    newest = bridge.newest
-    return BridgeTarget(Version.parse(newest.version), Version.parse(newest.megatron_core))
 
 
 class _Collector(cst.CSTVisitor):

@@ -20,7 +20,14 @@ def _parsed(text: str, filename: str) -> Document:
 
 
 def check_text(text: str, filename: str, table: Table, options: Any) -> list[Diagnostic]:
-    return check_document(_parsed(text, filename), table, options.target, options.source)
+    document = _parsed(text, filename)
+    findings = check_document(document, table, options.target, options.source)
+    from migrator.yaml.bridge import bridge_kind, check_bridge
+
+    for root in document.roots:
+        if bridge_kind(root) is not None:
+            findings += check_bridge(document, root, table, options)
+    return findings
 
 
 def parses(text: str, filename: str) -> bool:
