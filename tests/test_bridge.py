@@ -388,3 +388,96 @@ def test_bridge_python_lint_through_the_cli(tmp_path):
     assert [d["code"] for d in json.loads(newest.stdout)] == ["NM201"]
     fixed = run_cli("lint", str(script), "--unsafe-fixes", "--fix")
     assert "cfg.checkpoint.fully_parallel_load = True\n" in script.read_text(), fixed.stderr
+
+
+# ================================================================================================ patching Bridge code
+PATCH_YAML = """\
+exp_manager:
+  checkpoint_callback_params:
+    dirpath: /ckpt/run
+    every_n_train_steps: 200
+model:
+  dist_ckpt_format: torch_dist
+  dist_ckpt_parallel_load: true
+"""
+RECIPE = """\
+from megatron.bridge.recipes.llama import llama3_8b_pretrain_config
+
+
+def main():
+    cfg = llama3_8b_pretrain_config(dir="/results")  # the recipe
+    cfg.checkpoint.save_interval = 50
+    cfg.checkpoint.ckpt_format = 'zarr'
+    cfg.train.train_iters = 10\r
+    return cfg
+"""
+DIRECT = """\
+import megatron.bridge.training.config as bc
+
+cfg = bc.ConfigContainer(
+    model=None,
+    checkpoint=bc.CheckpointConfig(
+        save="/old",
+        async_save=True,  # kept: the YAML does not set it
+    ),
+)
+"""
+ONLY_RECIPE = """\
+from megatron.bridge.recipes.llama import llama3_8b_pretrain_config as recipe
+cfg = recipe()
+print(cfg)
+"""
+
+
+def test_patch_bridge_code_assignments_calls_and_recipes(tmp_path):
+    (tmp_path / "old.yaml").write_text(PATCH_YAML)
+    files = {"recipe.py": RECIPE, "direct.py": DIRECT, "only_recipe.py": ONLY_RECIPE,
+             "untouched.py": "import os\nprint(os.sep)\n"}
+    for name, text in files.items():
+        (tmp_path / name).write_bytes(text.encode())
+    check = migrate(str(tmp_path / "old.yaml"), "--to", "bridge", "--target", "megatron-bridge=0.3", "--patch",
+                    str(tmp_path), "--check")
+    assert check.returncode == 1 and "3 files would be patched, 1 unchanged" in check.stderr
+    assert all((tmp_path / n).read_bytes() == t.encode() for n, t in files.items())
+    proc = run_cli("patch", "--to", "bridge", "--target", "megatron-bridge=0.3", "--config", str(tmp_path / "old.yaml"),
+                   str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    recipe = (tmp_path / "recipe.py").read_bytes().decode()
+    assert recipe == RECIPE.replace("save_interval = 50", "save_interval = 200").replace(
+        "ckpt_format = 'zarr'\n", "ckpt_format = 'torch_dist'\n"
+        "    cfg.checkpoint.save = \"/ckpt/run\"\n"
+        "    cfg.checkpoint.fully_parallel_save = False  # NeMo 1.0 default (not set in the YAML); Bridge defaults to "
+        "True\n    cfg.checkpoint.fully_parallel_load = True\n")  # the \r of the untouched line stays
+    direct = (tmp_path / "direct.py").read_text()
+    assert 'save="/ckpt/run",\n        async_save=True,  # kept: the YAML does not set it\n        save_interval=200,' \
+        in direct
+    only = (tmp_path / "only_recipe.py").read_text()
+    assert only.startswith(ONLY_RECIPE.rsplit("print", 1)[0] + 'cfg.checkpoint.save = "/ckpt/run"\n')
+    for name, text in (("recipe.py", recipe), ("direct.py", direct), ("only_recipe.py", only)):
+        values = {}
+        exec_free = ast.parse(text)  # every patched file parses; the values it now sets are the mapping's
+        for node in ast.walk(exec_free):
+            if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Attribute) \
+                    and ast.unparse(node.targets[0].value).endswith("checkpoint"):
+                values[node.targets[0].attr] = ast.literal_eval(node.value)
+            if isinstance(node, ast.Call) and ast.unparse(node.func).endswith("CheckpointConfig"):
+                values.update({k.arg: ast.literal_eval(k.value) for k in node.keywords})
+        expected = from_yaml(PATCH_YAML, "0.3").values()
+        assert {k: v for k, v in values.items() if k in expected} == expected, name
+    again = run_cli("patch", "--to", "bridge", "--target", "megatron-bridge=0.3", "--config",
+                    str(tmp_path / "old.yaml"), str(tmp_path), "--check")
+    assert again.returncode == 0 and "0 files would be patched" in again.stderr  # idempotent
+    assert (tmp_path / "untouched.py").read_text() == files["untouched.py"]
+
+
+def test_patch_bridge_reports_what_it_cannot_edit(tmp_path):
+    (tmp_path / "old.yaml").write_text(PATCH_YAML)
+    script = tmp_path / "train.py"
+    text = ("from megatron.bridge.training.config import CheckpointConfig\n"
+            "ckpt = CheckpointConfig(save=SAVE_DIR, **extra)\n")
+    script.write_text(text)
+    proc = migrate(str(tmp_path / "old.yaml"), "--to", "bridge", "--patch", str(script))
+    assert proc.returncode == 0 and "train.py:2:8: CheckpointConfig(...) not edited" in proc.stderr
+    assert script.read_text() == text
+    diff = migrate(str(tmp_path / "old.yaml"), "--to", "bridge", "--patch", str(tmp_path / "missing.py"), "--diff")
+    assert diff.returncode == 2 and "no such file" in diff.stderr

@@ -267,16 +267,26 @@ def _write_output(text: str, output_path: str | None) -> None:
 @click.command("patch")
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--config", "config_path", required=True, metavar="OLD.yaml",
-              help="The NeMo 1.0 YAML config the code is migrated from.")
+              help="The NeMo 1.0 YAML config (or, with --to bridge, a NeMo 2.0 script) the code is migrated from.")
+@destination_option
 @_common
-def patch(paths, config_path, target_spec, source_spec, force, diff, check):
+def patch(paths, config_path, destination, target_spec, source_spec, force, diff, check):
     """Add or update the checkpoint keywords of every MegatronStrategy(...) call (and run.Config of it) in PATHS to
-    what `migrate-config OLD.yaml --emit-python` writes.
+    what `migrate-config OLD.yaml --emit-python` writes; with --to bridge, the CheckpointConfig(...) calls and
+    cfg.checkpoint.<field> assignments of Megatron-Bridge code.
 
     Exit codes: 0 done, 1 refused or (with --check) a file would change, 2 bad input.
     """
     if diff and check:
         _usage("--diff and --check cannot be combined")
+    if destination == "bridge":
+        _, bridge, mapping = _load_bridge(config_path, target_spec, source_spec, force)
+        if mapping.refused:
+            _say("error", f"{mapping.filename}: refusing to migrate ({len(mapping.errors)} error"
+                 f"{'s' * (len(mapping.errors) != 1)} above); nothing written")
+            raise SystemExit(1)
+        outcome = run_bridge_patch(paths, mapping, bridge, diff=diff, check=check)
+        raise SystemExit(2 if outcome.errors else 1 if (check or diff) and outcome.changed else 0)
     table, mapping = _load(config_path, target_spec, source_spec, force)
     if mapping.refused:
         _say("error", f"{mapping.filename}: refusing to migrate ({len(mapping.errors)} error"
@@ -315,6 +325,61 @@ def _load_bridge(config_path: str, target_spec: str | None, source_spec: str | N
     return table, bridge, mapping
 
 
+def run_bridge_patch(paths: tuple[str, ...], mapping, bridge, *, diff: bool, check: bool) -> PatchOutcome:
+    from migrator.engine.runner import discover
+    from migrator.migrate.files import decode_for_display, write_bytes_atomically
+    from migrator.python.bridge_patch import patch_bridge_bytes
+
+    outcome = PatchOutcome()
+    for path, error in discover(paths, (".py",)):
+        if error:
+            _say("error", error)
+            outcome.errors += 1
+            continue
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            _say("error", f"{path}: cannot read: {exc.strerror}")
+            outcome.errors += 1
+            continue
+        if b"megatron.bridge" not in data and b"CheckpointConfig" not in data:
+            outcome.unchanged += 1
+            continue
+        try:
+            result = patch_bridge_bytes(data, path, mapping, bridge)
+        except MigratorError as exc:
+            _say("error", f"{exc}; file left untouched")
+            outcome.errors += 1
+            continue
+        for blocked in result.blocked:
+            outcome.blocked += 1
+            _say("warning", f"{path}:{blocked.row}:{blocked.column}: {blocked.label} not edited: {blocked.why}; "
+                 f"the config wants {blocked.wanted}")
+        if not result.changed:
+            outcome.unchanged += 1
+            continue
+        outcome.changed += 1
+        summary = f"{len(result.changes)} field{'s' * (len(result.changes) != 1)}: {', '.join(result.changes)}"
+        if diff:
+            sys.stdout.write(unified_diff(decode_for_display(result.original), decode_for_display(result.patched),
+                                          path))
+        elif check:
+            click.echo(f"would patch {path} ({summary})", err=True)
+        else:
+            try:
+                write_bytes_atomically(Path(path), result.patched)
+            except (OSError, MigratorError) as exc:
+                _say("error", f"{path}: cannot write: {getattr(exc, 'strerror', None) or exc}")
+                outcome.errors += 1
+                continue
+            click.echo(f"patched {path} ({summary})", err=True)
+    verb = "would be patched" if (diff or check) else "patched"
+    click.echo(f"{outcome.changed} file{'s' * (outcome.changed != 1)} {verb}, {outcome.unchanged} unchanged"
+               + (f", {outcome.blocked} not edited" if outcome.blocked else "")
+               + (f", {outcome.errors} error{'s' * (outcome.errors != 1)}" if outcome.errors else ""), err=True)
+    return outcome
+
+
 def _config_bridge(config_path, paths, emit_python, emit_yaml, emit_overrides, patch_mode, strip, output_path,
                    output_format, target_spec, source_spec, force, diff, check) -> None:
     forms = [name for name, on in (("--emit-python", emit_python), ("--emit-yaml", emit_yaml),
@@ -341,7 +406,8 @@ def _config_bridge(config_path, paths, emit_python, emit_yaml, emit_overrides, p
              f"{'s' * (len(mapping.errors) != 1)} above); nothing written")
         raise SystemExit(1)
     if patch_mode:
-        _usage("--patch with --to bridge is not available yet: emit the CheckpointConfig and edit the script")
+        outcome = run_bridge_patch(paths, mapping, bridge, diff=diff, check=check)
+        raise SystemExit(2 if outcome.errors else 1 if (check or diff) and outcome.changed else 0)
     try:
         if output_format == "json":
             text = json.dumps(mapping.as_json(), indent=2, ensure_ascii=False) + "\n"
