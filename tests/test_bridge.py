@@ -481,3 +481,22 @@ def test_patch_bridge_reports_what_it_cannot_edit(tmp_path):
     assert script.read_text() == text
     diff = migrate(str(tmp_path / "old.yaml"), "--to", "bridge", "--patch", str(tmp_path / "missing.py"), "--diff")
     assert diff.returncode == 2 and "no such file" in diff.stderr
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_the_readme_example_at_every_release(release):
+    from tests.conftest import PROJECT_FIXTURES
+
+    path = PROJECT_FIXTURES / "examples" / "gpt_to_bridge.yaml"
+    mapping = map_yaml(path.read_text(), path.name, TABLE, BRIDGE, target(release), Source())
+    values = all_forms(mapping, f"readme-{release}")
+    assert values["save"] == "/results/checkpoints" and values["async_save"] is True
+    assert "most_recent_k" not in values
+
+
+def test_readme_shows_the_real_output():
+    from tests.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    proc = migrate(str(ROOT / "fixtures" / "examples" / "gpt_to_bridge.yaml"), "--to", "bridge", "--emit-yaml")
+    assert proc.returncode == 0 and proc.stdout in readme
