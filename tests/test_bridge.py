@@ -343,6 +343,15 @@ def test_cli_forms_and_usage_errors(tmp_path):
         proc = migrate(str(config), *args)
         assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr)
         assert proc.stdout == ""
+    not_nemo = tmp_path / "ci.yaml"
+    not_nemo.write_text("jobs:\n  build: {runs-on: ubuntu}\n")
+    broken = tmp_path / "broken.py"
+    broken.write_text("strategy = nl.MegatronStrategy(\n")
+    for path, message in [(tmp_path / "missing.yaml", "missing.yaml: cannot read"),
+                          (not_nemo, "not a NeMo 1.0 config"), (broken, "broken.py:")]:
+        proc = migrate(str(path), "--to", "bridge")
+        assert proc.returncode == 2 and message in proc.stderr and proc.stdout == "", proc.stderr
+        assert proc.stderr.count("\n") == 1  # one line, no traceback
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
     proc = migrate(str(script), "--to", "bridge", "--emit-overrides", "--target", "megatron-bridge=0.3")
