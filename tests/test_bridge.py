@@ -509,3 +509,46 @@ def test_readme_shows_the_real_output():
     readme = (ROOT / "README.md").read_text()
     proc = migrate(str(ROOT / "fixtures" / "examples" / "gpt_to_bridge.yaml"), "--to", "bridge", "--emit-yaml")
     assert proc.returncode == 0 and proc.stdout in readme
+
+
+# ================================================================================================ lint verdicts, checked by Bridge
+LINT_CASES = {
+    "nemo2-name": "CheckpointConfig(save_ckpt_format='torch_dist')",
+    "newer-field": "CheckpointConfig(storage_writers_per_rank=2)",
+    "newest-field": "CheckpointConfig(also_save_hf_checkpoint=True)",
+    "typo": "CheckpointConfig(fully_paralel_load=True)",
+    "pre-014-gone-in-0.3": "CheckpointConfig(dist_ckpt_save_pre_mcore_014=True)",
+    "async-no-save": "CheckpointConfig(async_save=True)",
+    "async-with-save": "CheckpointConfig(async_save=True, save='/tmp/ckpt')",
+    "main-params": "CheckpointConfig(load='/tmp/ckpt', load_main_params_from_ckpt=True)",
+    "main-params-ok": "CheckpointConfig(load='/tmp/ckpt', load_main_params_from_ckpt=True, load_optim=False)",
+    "ckpt-step": "CheckpointConfig(ckpt_step=5)",
+    "no-worker": "CheckpointConfig(save='/tmp/ckpt', async_save=True, use_persistent_ckpt_worker=False)",
+    "reshardable": "CheckpointConfig(dist_ckpt_optim_fully_reshardable=True, "
+                   "distrib_optim_fully_reshardable_mem_efficient=True)",
+    "plain": "CheckpointConfig(save='/tmp/ckpt', save_interval=10, most_recent_k=2, ckpt_format='torch_dist')",
+}
+
+
+@pytest.mark.parametrize("name", sorted(LINT_CASES))
+def test_lint_verdicts_on_bridge_0_3_calls(name):
+    """Each verdict is recorded for the Bridge oracle, which confirms it in real Bridge 0.3.1: NM201/NM205 on a
+    keyword = TypeError at construction, NM204 (a finalize() conflict) = finalize() fails, nothing = both pass."""
+    from migrator.cli.options import resolve_lint_targets
+    from migrator.engine.runner import LintOptions, check_text
+
+    code = f"from megatron.bridge.training.config import CheckpointConfig\ncheckpoint = {LINT_CASES[name]}\n"
+    nemo, bridge_target = resolve_lint_targets("megatron-bridge=0.3")
+    found, _ = check_text(code, "case.py", TABLE, LintOptions(target=nemo, bridge_target=bridge_target))
+    codes = {d.code for d in found}
+    construct_fails = bool(codes & {"NM201", "NM205"})
+    finalize_fails = any(d.code == "NM204" and "finalize()" in d.message for d in found)
+    expected = {"nemo2-name": {"NM201"}, "newer-field": {"NM205"}, "newest-field": {"NM205"}, "typo": {"NM201"},
+                "pre-014-gone-in-0.3": {"NM205"}, "async-no-save": {"NM204"}, "main-params": {"NM204"},
+                "ckpt-step": {"NM204"}, "no-worker": {"NM204"}, "reshardable": {"NM204"}}
+    assert codes == expected.get(name, set())
+    call = ast.parse(LINT_CASES[name]).body[0].value
+    values = {} if construct_fails else {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+    from tests.bridge_snippets import record_lint_case
+
+    record_lint_case(name, code, values, construct_fails=construct_fails, finalize_fails=finalize_fails)

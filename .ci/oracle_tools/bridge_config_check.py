@@ -2,7 +2,8 @@
 
     python bridge_config_check.py SNIPPETS_DIR SHIM_DIR FIELDS_YAML
 
-For each NAME.py / NAME.json pair: execute the snippet (it imports CheckpointConfig from
+For each NAME.py / NAME.json pair (lint-*: a lint verdict to confirm; `construct_fails` when the lint reported
+NM201/NM205 on a keyword, which must then raise TypeError): execute the snippet (it imports CheckpointConfig from
 megatron.bridge.training.config and builds `checkpoint`), then check that `checkpoint` is a real CheckpointConfig,
 holds exactly the intended values (NAME.json), that every value fits the field's annotation (a Literal's values,
 bool/int/str), and that finalize() passes, or fails when the migration predicted it (an NM204 finalize conflict).
@@ -78,8 +79,16 @@ def main() -> int:
         scope: dict = {"__name__": "snippet"}
         try:
             exec(compile(code_path.read_text(), str(code_path), "exec"), scope)
+        except TypeError as exc:
+            if spec.get("construct_fails"):
+                continue  # the lint said so (NM201/NM205 in a call)
+            failures.append(f"{code_path.name}: does not run: TypeError: {exc}")
+            continue
         except Exception as exc:  # noqa: BLE001 - report every failure, keep going
             failures.append(f"{code_path.name}: does not run: {type(exc).__name__}: {exc}")
+            continue
+        if spec.get("construct_fails"):
+            failures.append(f"{code_path.name}: CheckpointConfig(...) built, but the lint said it raises TypeError")
             continue
         cfg = scope.get("checkpoint")
         if type(cfg) is not CheckpointConfig:
