@@ -368,7 +368,9 @@ def test_bridge_yaml_is_recognised_before_nemo1_classification(tmp_path):
     run_config = ("_target_: megatron.bridge.training.config.ConfigContainer\nmodel:\n  num_layers: 2\n"
                   "  dist_ckpt_format: zarr\ncheckpoint:\n  save: /ckpt\n  save_ckpt_format: zarr\n")
     root = parse(run_config, "run_config.yaml").roots[0]
-    assert bridge_kind(root) == "bridge-checkpoint" and classify(root) is None  # not judged as NeMo 1.0
+    assert bridge_kind(root) == "bridge-checkpoint"
+    with pytest.raises(MigratorError, match="already a Megatron-Bridge YAML"):
+        from_yaml(run_config)  # never migrated as if it were NeMo 1.0
     nemo1 = parse("model:\n  dist_ckpt_format: zarr\n", "c.yaml").roots[0]
     assert bridge_kind(nemo1) is None and classify(nemo1).kind == "training"
     other = parse("checkpoint:\n  every: 5\n", "c.yaml").roots[0]

@@ -61,7 +61,7 @@ class Language:
 LANGUAGES: list[Language] = [
     Language("yaml", (".yaml", ".yml"), "migrator.yaml.lint:check_text", "migrator.yaml.lint:parses",
              (IGNORE_COMMENT,), "migrator.yaml.lint:comment_starts"),
-    Language("python", (".py",), "migrator.python.lint:check_text", "migrator.python.lint:parses",
+    Language("python", (".py",), "migrator.python.check:check_text", "migrator.python.lint:parses",
              (IGNORE_COMMENT, NOQA_COMMENT), "migrator.python.lint:comment_starts"),
 ]
 

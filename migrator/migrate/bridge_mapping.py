@@ -182,7 +182,12 @@ def load_bridge_mapping(path: str | Path, table: Table, bridge: BridgeTable, tar
 
 def map_yaml(text: str, filename: str, table: Table, bridge: BridgeTable, target: BridgeTarget, source: Source, *,
              force: bool = False) -> BridgeMapping:
+    from migrator.yaml.bridge import bridge_kind
+
     document = parse(text, filename)
+    if any(bridge_kind(root) is not None for root in document.roots):
+        raise MigratorError(f"{filename}: already a Megatron-Bridge YAML (its top-level `checkpoint:` block holds "
+                            "Bridge fields), not a NeMo 1.0 config; lint it with `nemo-migrate lint`")
     configs = [c for c in (checks.classify(root) for root in document.roots) if c is not None]
     if not configs:
         raise MigratorError(f"{filename}: not a NeMo 1.0 config (no `model:` mapping, trainer/exp_manager or "
@@ -217,7 +222,7 @@ class _YamlMapper(_Builder):
                 if pair is not None:
                     self.present(entry, setting.path if self.config.kind == "training" or not setting.in_model
                                  else setting.key, pair, setting)
-                elif legacy is None and (setting.in_model or self.config.kind == "training"):
+                elif not legacy and (setting.in_model or self.config.kind == "training"):
                     self.absent(entry, setting)
             elif self.config.kind == "training":
                 node_pair = self.pair_at(entry.path)

@@ -47,10 +47,7 @@ def parses(text: str, filename: str) -> bool:
 def check_text(text: str, filename: str, table: Table, options: Any) -> list[Diagnostic]:
     shift = 1 if text.startswith(BOM) else 0  # LibCST drops a BOM; columns on row 1 move by one
     text = text.removeprefix(BOM)
-    from migrator.python.bridge_lint import needs_bridge_check
-
-    bridge = needs_bridge_check(text)
-    if MARKER not in text and not bridge:
+    if MARKER not in text:
         try:
             ast.parse(text, filename)
         except SyntaxError as exc:
@@ -62,17 +59,11 @@ def check_text(text: str, filename: str, table: Table, options: Any) -> list[Dia
     except cst.ParserSyntaxError as exc:
         raise MigratorError(f"{filename}:{exc.raw_line}:{exc.raw_column + 1 + (exc.raw_line == 1) * shift}: "
                             f"Python syntax error: {exc.message}") from None
-    findings: list[Diagnostic] = []
-    if MARKER in text:
-        mapping = None
-        if getattr(options, "config_path", None) is not None:
-            mapping = config_mapping(str(options.config_path), table, options.target, options.source)
-        findings = _Checker(module, text, filename, table, options.target, mapping, shift).run()
-    if bridge:  # Megatron-Bridge code: CheckpointConfig(...) calls and cfg.checkpoint.<field> assignments
-        from migrator.python.bridge_lint import check_module
-
-        findings += check_module(module, filename, table, options, shift)
-    return findings
+    mapping = None
+    if getattr(options, "config_path", None) is not None:
+        mapping = config_mapping(str(options.config_path), table, options.target, options.source)
+    checker = _Checker(module, text, filename, table, options.target, mapping, shift)
+    return checker.run()
 
 
 def comment_starts(text: str, filename: str, wanted: set[int]) -> dict[int, int] | None:

@@ -47,10 +47,6 @@ def classify(root: Node) -> Config | None:
     top. Anything else (a CI workflow, a docker-compose file) is not a NeMo config and is not judged."""
     if root.kind != "mapping":
         return None
-    from migrator.yaml.bridge import bridge_kind
-
-    if bridge_kind(root) is not None:
-        return None  # a Megatron-Bridge YAML (its `checkpoint:` block), judged by migrator.yaml.bridge
     keys = {k.raw for k, _ in root.items if k.kind == "scalar"}
     pair = root.pair("model")
     if pair and pair[1].kind == "mapping":
