@@ -6,6 +6,13 @@ from typing import Any
 
 NOT_LITERAL = object()  # a value the tool cannot judge statically
 
+# a file that names neither cannot hold Megatron-Bridge code the Bridge lint judges (checked before loading LibCST)
+BRIDGE_MARKERS = ("CheckpointConfig", "megatron.bridge")
+
+
+def needs_bridge_check(text: str) -> bool:
+    return any(marker in text for marker in BRIDGE_MARKERS)
+
 
 def package_of(filename: str) -> str | None:
     """The dotted package a file belongs to (walking up while `__init__.py` exists), for relative imports."""
