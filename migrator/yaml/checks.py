@@ -321,7 +321,7 @@ SETTING_RULES: list[Callable[[Context, Setting, Node, Node], bool]] = [
 def duplicate_key(ctx: Context) -> None:
     for _, mapping in ctx.config.root.walk_mappings():
         seen: dict[Any, Node] = {}
-        for key, _ in mapping.items:
+        for key, _ in mapping.own_items:  # what a merge key brings in may be overridden: that is no duplicate
             if key.kind != "scalar":
                 continue
             if key.raw in seen:
@@ -371,10 +371,18 @@ def _unknown_in(ctx: Context, mapping: Node, known: list[str], renamed: dict[str
 def misplaced_setting(ctx: Context) -> None:
     table = ctx.table
     right_model = ctx.config.model_path()
+    # a key node NeMo reads at the right place (directly, or through a merge key `<<: *anchor`) is not misplaced
+    # where its anchor is defined
+    callback = ctx.lookup(".".join(CALLBACK_PATH)) if ctx.config.kind == "training" else None
+    holders = [h for h in (ctx.config.model, callback) if h is not None and h.kind == "mapping"]
+    in_place = {id(k) for holder in holders for k, _ in holder.items}
+    templates = {id(m) for holder in holders for m in holder.merged_mappings()}  # anchors merged into them
     for path, mapping in ctx.config.root.walk_mappings():
+        if id(mapping) in templates:
+            continue
         for key, _ in mapping.items:
             setting = table.setting_by_key.get(key.raw) if key.kind == "scalar" else None
-            if setting is None:
+            if setting is None or id(key) in in_place:
                 continue
             if setting.in_model:
                 if path == right_model:
@@ -454,4 +462,6 @@ def check_document(document: Document, table: Table, target: Target, source: Sou
                 if not rule(ctx, setting, *pair):
                     break
         findings.extend(ctx.findings)
-    return findings
+    # a node reached twice (an alias, a merge key) is judged once per place, but reported once
+    unique = {(d.code, d.location, d.end_location, d.message): d for d in findings}
+    return list(unique.values())
