@@ -157,6 +157,16 @@ def map_text(text: str, filename: str, table: Table, target: Target, source: Sou
     if len(configs) > 1:
         raise MigratorError(f"{filename}: holds {len(configs)} NeMo configs (YAML documents); migrate one at a time")
     config = configs[0]
+    if config.kind == "nemo2":
+        key = config.strategy[0]
+        raise MigratorError(f"{filename}:{key.start.row}:{key.start.column}: already a NeMo 2.0 config (its "
+                            "`strategy:` block holds the MegatronStrategy arguments): nothing to migrate; "
+                            "`nemo-migrate lint` judges that block")
+    if config.kind == "training" and config.model is not None and config.checkpoints in ("none", "fsdp"):
+        why = ("an FSDP config (model.fsdp: True) writes FSDP checkpoints" if config.checkpoints == "fsdp" else
+               "no Megatron GPT/BERT/T5/Mamba model config (no mcore_* flag, no dist_ckpt_* key)")
+        raise MigratorError(f"{filename}: {why}: it has no megatron-core distributed-checkpoint settings to "
+                            "migrate")
     if config.kind == "training" and config.model is None:
         raise MigratorError(f"{filename}: a training config without a `model:` mapping has no checkpoint settings "
                             "to migrate")
@@ -172,7 +182,6 @@ class _Mapper:
         self.m = mapping
         self.table = table
         self.ctx = checks.Context(mapping.document, mapping.config, table, mapping.target, mapping.source)
-        self.legacy = self.ctx.legacy_model()
         self.handled: set[Location] = set()  # where the findings about carried settings start
 
     def run(self) -> None:
@@ -283,8 +292,8 @@ class _Mapper:
 
     # --------------------------------------------------------------------------------------------- a key it leaves out
     def absent(self, setting: Setting) -> None:
-        if self.legacy is not None:
-            return  # legacy (non-distributed) checkpoints: NeMo 1.0 never used these settings
+        if not self.m.config.distributed:
+            return  # no megatron-core distributed checkpoints (legacy, FSDP): NeMo 1.0 never used these settings
         if not setting.in_model and self.m.config.kind != "training":
             return  # async_save lives in exp_manager, which a model config does not hold
         old = self.ctx.default_for_source(setting)

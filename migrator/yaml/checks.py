@@ -17,45 +17,12 @@ from migrator.engine.verdicts import (
 )
 from migrator.versions import Source, Target, Version
 from migrator.yaml.document import Document, Node, type_name
+from migrator.yaml.strategy_block import check_strategy_block
+from migrator.yaml.kinds import MCORE_FLAGS, MODEL_FIELDS, TRAINING_MARKERS, Config, classify  # noqa: F401
 
 UNKNOWN = object()  # a value that cannot be known statically (absent with no known default, or an interpolation)
 
-# top-level keys whose presence makes a YAML file a NeMo model config (the model_config.yaml of a .nemo)
-MODEL_FIELDS = frozenset({
-    "num_layers", "hidden_size", "encoder_seq_length", "ffn_hidden_size", "num_attention_heads", "mcore_gpt",
-    "precision", "tokenizer", "make_vocab_size_divisible_by", "max_position_embeddings", "target",
-})
-TRAINING_MARKERS = frozenset({"trainer", "exp_manager"})
 CALLBACK_PATH = ("exp_manager", "checkpoint_callback_params")
-
-
-@dataclass
-class Config:
-    """One YAML document classified as a NeMo config."""
-
-    root: Node
-    kind: str  # "training" | "model"
-    model: Node | None  # the mapping holding model settings (`model:` or the root of a model config)
-    model_key: Node | None  # the `model` key node of a training config
-
-    def model_path(self) -> tuple[str, ...]:
-        return ("model",) if self.kind == "training" else ()
-
-
-def classify(root: Node) -> Config | None:
-    """A training config has a `model:` mapping (or trainer/exp_manager); a model config has model fields at the
-    top. Anything else (a CI workflow, a docker-compose file) is not a NeMo config and is not judged."""
-    if root.kind != "mapping":
-        return None
-    keys = {k.raw for k, _ in root.items if k.kind == "scalar"}
-    pair = root.pair("model")
-    if pair and pair[1].kind == "mapping":
-        return Config(root, "training", pair[1], pair[0])
-    if keys & TRAINING_MARKERS:
-        return Config(root, "training", None, None)
-    if keys & MODEL_FIELDS or any(str(k).startswith("dist_ckpt_") for k in keys):
-        return Config(root, "model", root, None)
-    return None
 
 
 @dataclass
@@ -115,16 +82,10 @@ class Context:
         parent = self.lookup(".".join(setting.path.split(".")[:-1])) if self.config.kind == "training" else None
         return parent.pair(setting.key) if parent is not None and parent.kind == "mapping" else None
 
-    def legacy_model(self) -> tuple[Node, Node] | None:
-        """The `mcore_gpt: False` (or bert/t5) pair of a pre-megatron-core model, whose checkpoints are legacy."""
-        model = self.config.model
-        if model is None:
-            return None
-        for flag in ("mcore_gpt", "mcore_bert", "mcore_t5"):
-            pair = model.pair(flag)
-            if pair and pair[1].kind == "scalar" and pair[1].value is False:
-                return pair
-        return None
+    def legacy_model(self) -> bool:
+        """A pre-megatron-core model (`mcore_gpt: False`, or no flag, which NeMo reads as False): its checkpoints
+        are legacy, non-distributed ones."""
+        return self.config.checkpoints == "legacy"
 
     def setting_value(self, setting: Setting) -> Node | None:
         if setting.in_model:
@@ -374,15 +335,17 @@ def misplaced_setting(ctx: Context) -> None:
     # a key node NeMo reads at the right place (directly, or through a merge key `<<: *anchor`) is not misplaced
     # where its anchor is defined
     callback = ctx.lookup(".".join(CALLBACK_PATH)) if ctx.config.kind == "training" else None
-    holders = [h for h in (ctx.config.model, callback) if h is not None and h.kind == "mapping"]
-    in_place = {id(k) for holder in holders for k, _ in holder.items}
-    templates = {id(m) for holder in holders for m in holder.merged_mappings()}  # anchors merged into them
+    holders = {True: ctx.config.model, False: callback}  # by setting.in_model
+    in_place = {where: {id(k) for k, _ in h.items} if h is not None and h.kind == "mapping" else set()
+                for where, h in holders.items()}
+    templates = {id(m) for h in holders.values() if h is not None and h.kind == "mapping"
+                 for m in h.merged_mappings()}  # anchors merged into them
     for path, mapping in ctx.config.root.walk_mappings():
         if id(mapping) in templates:
             continue
         for key, _ in mapping.items:
             setting = table.setting_by_key.get(key.raw) if key.kind == "scalar" else None
-            if setting is None or id(key) in in_place:
+            if setting is None or id(key) in in_place[setting.in_model]:
                 continue
             if setting.in_model:
                 if path == right_model:
@@ -402,8 +365,8 @@ def misplaced_setting(ctx: Context) -> None:
 
 def implicit_defaults(ctx: Context) -> None:
     """One NM111 note for a training config on the settings it leaves to NeMo 1.0 defaults that NeMo 2.0 changed."""
-    if ctx.config.kind != "training" or ctx.config.model_key is None or ctx.legacy_model() is not None:
-        return
+    if ctx.config.kind != "training" or ctx.config.model_key is None or not ctx.config.distributed:
+        return  # only a model that writes megatron-core distributed checkpoints has these defaults
     changed = []
     for setting in ctx.table.settings.settings:
         if ctx.setting_value(setting) is not None:
@@ -426,17 +389,28 @@ def implicit_defaults(ctx: Context) -> None:
 
 
 def non_distributed_checkpoint(ctx: Context) -> None:
-    if ctx.config.kind != "training":
+    if ctx.config.kind != "training" or not ctx.legacy_model():
         return
-    pair = ctx.legacy_model()
-    if pair is None:
-        return
-    key, value = pair
-    ctx.report_node(
-        "NM116", key,
-        f"{key.raw}: {value.raw} saves legacy non-distributed checkpoints, which NeMo 2.0 cannot load and the "
-        "dist_ckpt settings do not apply to; convert them with NeMo 1.0's convert_gpt_nemo_to_mcore.py first",
-    )
+    family = ctx.config.family or "GPT"
+    if ctx.config.flag is not None:
+        key, value = ctx.config.flag
+        where, said = key, f"{key.raw}: {value.raw}"
+    else:
+        flag = next(f for f, fam in MCORE_FLAGS.items() if fam == family)
+        where = ctx.config.model_key
+        said = (f"model.{flag} is not set, and NeMo's Megatron {family} model reads a missing {flag} as False: "
+                "this config")
+    ctx.report_node("NM116", where, f"{said} saves legacy non-distributed checkpoints, which NeMo 2.0 cannot load "
+                    f"and the dist_ckpt settings do not apply to; {legacy_remedy(family)}")
+
+
+def legacy_remedy(family: str) -> str:
+    """What to do with a pre-megatron-core model's checkpoints, by model family."""
+    if family == "GPT":
+        return "convert them with NeMo 1.0's convert_gpt_nemo_to_mcore.py first"
+    # NeMo ships converters for GPT only (scripts/checkpoint_converters/convert_gpt_nemo_to_mcore.py, v1.23 to v2.4)
+    return (f"NeMo has no converter for legacy {family} checkpoints: train with the megatron-core model "
+            f"(mcore_{family.lower()}: True) before moving to NeMo 2.0, or keep NeMo 1.0 for these checkpoints")
 
 
 FILE_RULES: list[Callable[[Context], None]] = [
@@ -452,6 +426,10 @@ def check_document(document: Document, table: Table, target: Target, source: Sou
         if config is None:
             continue
         ctx = Context(document, config, table, target, source)
+        if config.kind == "nemo2":
+            check_strategy_block(ctx)
+            findings.extend(ctx.findings)
+            continue
         for file_rule in FILE_RULES:
             file_rule(ctx)
         for setting in table.settings.settings:
