@@ -209,7 +209,8 @@ def value_lifecycle(ctx: Context, setting: Setting, key: Node, value: Node) -> b
 
 def unavailable_in_target(ctx: Context, setting: Setting, key: Node, value: Node) -> bool:
     since = Version.parse(setting.target.since)
-    if ctx.target.nemo >= since or value.value == setting.target.default:
+    if ctx.target.nemo >= since or value.value == setting.target.default or (
+            value.value in setting.target.same_as_default):
         return True
     ctx.report_node(
         "NM109", key,
@@ -230,7 +231,7 @@ def no_effect(ctx: Context, setting: Setting, key: Node, value: Node) -> bool:
         )
         return True
     for rule in setting.no_effect:
-        if ctx.condition_holds(rule.when):
+        if ctx.condition_holds(rule.when) and not (rule.unless is not None and ctx.condition_holds(rule.unless)):
             here = ""
             if rule.when.path:
                 here = f"; here {rule.when.path.removeprefix('model.')} is {ctx.lookup(rule.when.path).value!r}"
@@ -355,7 +356,8 @@ def misplaced_setting(ctx: Context) -> None:
             else:
                 if ctx.config.kind == "training" and path == CALLBACK_PATH:
                     continue
-                if path not in ((), ("model",), ("exp_manager",), ("trainer",)) and ctx.config.kind == "training":
+                if path not in ((), ("model",), ("exp_manager",), ("trainer",), ("model", "checkpoint_callback_params"),
+                                ("trainer", "checkpoint_callback_params")) and ctx.config.kind == "training":
                     continue  # a key of that name deep in an unrelated sub-config is not ours to judge
                 where, right = "exp_manager.checkpoint_callback_params", setting.path
             here = ".".join(path) or "the top level"
@@ -413,8 +415,65 @@ def legacy_remedy(family: str) -> str:
             f"(mcore_{family.lower()}: True) before moving to NeMo 2.0, or keep NeMo 1.0 for these checkpoints")
 
 
+def implicit_removed_value(ctx: Context) -> None:
+    """NM106 / NM107 for a key the config leaves out whose NeMo 1.0 default (for the `--source` release) the target
+    removed or deprecated: zarr, the format before NeMo 2.0.0. `migrate-config` refuses exactly this finding."""
+    if ctx.config.kind != "training" or ctx.config.model_key is None or not ctx.config.distributed:
+        return
+    for setting in ctx.table.settings.settings:
+        if not setting.in_model or ctx.setting_value(setting) is not None:
+            continue
+        old = ctx.default_for_source(setting)
+        lifecycle = setting.values.get(str(old)) if isinstance(old, str) else None
+        verdict = lifecycle_stage(lifecycle, ctx.target) if lifecycle is not None else None
+        if verdict is None:
+            continue
+        code, stage = verdict
+        message = (f"{setting.key} is not set, and NeMo 1.0 defaulted it to {old} for a config from NeMo "
+                   f"{ctx.source.nemo}: {stage.message} ({ctx.target_note()})")
+        if lifecycle.convert_hint:
+            message += f"; {lifecycle.convert_hint}"
+        if lifecycle.replacement:
+            message += f"; set {setting.key}: {lifecycle.replacement} if new checkpoints may use it"
+        ctx.report_node(code, ctx.config.model_key, message)
+
+
+def conflicting_settings(ctx: Context) -> None:
+    """NM115: async_save True with the zarr format. NeMo (DistributedCheckpointIO in 1.0, MegatronCheckpointIO in
+    2.x) raises ValueError('Async dist-ckpt save supported only for torch_dist format') at the first save."""
+    if ctx.config.kind != "training" or not ctx.config.distributed:
+        return
+    fmt = ctx.table.setting_by_key["dist_ckpt_format"]
+    asynchronous = ctx.table.setting_by_key["async_save"]
+    pair = ctx.setting_pair(asynchronous)
+    if pair is None or ctx.effective(asynchronous) is not True or ctx.effective(fmt) != "zarr":
+        return
+    where = ("set in the YAML" if ctx.setting_value(fmt) is not None
+             else f"NeMo 1.0's default for a config from NeMo {ctx.source.nemo}")
+    ctx.report_node("NM115", pair[0], f"async_save: {pair[1].raw} with dist_ckpt_format zarr ({where}): NeMo "
+                    "raises ValueError ('Async dist-ckpt save supported only for torch_dist format') at the first "
+                    "save; use dist_ckpt_format: torch_dist or async_save: False")
+
+
+def distopt_default(ctx: Context) -> None:
+    """NM114 where the config uses the megatron-core distributed optimizer and leaves dist_ckpt_parallel_dist_opt
+    at its default (True, which maps to ckpt_parallel_save_optim=True)."""
+    setting = ctx.table.setting_by_key["dist_ckpt_parallel_dist_opt"]
+    optim = ctx.lookup("model.optim.name")
+    if not ctx.config.distributed or ctx.setting_value(setting) is not None or optim is None \
+            or optim.kind != "scalar" or optim.value != "mcore_distributed_optim":
+        return
+    value = ctx.default_for_source(setting)
+    for note in ctx.table.strategy.notes:
+        if note.argument == setting.target.argument and value == note.value and note_applies(note, ctx.target):
+            ctx.report_node("NM114", optim, f"optim.name: mcore_distributed_optim leaves {setting.key} at its "
+                            f"default {_py(value)}, which maps to {note.argument}={_py(value)}: {note.message} "
+                            f"({ctx.target_note()})")
+
+
 FILE_RULES: list[Callable[[Context], None]] = [
-    duplicate_key, unknown_setting, misplaced_setting, implicit_defaults, non_distributed_checkpoint,
+    duplicate_key, unknown_setting, misplaced_setting, implicit_defaults, implicit_removed_value,
+    conflicting_settings, distopt_default, non_distributed_checkpoint,
 ]
 
 
