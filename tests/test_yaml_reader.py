@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from migrator.errors import MigratorError
-from migrator.yaml.document import compose_all, parse
+from migrator.yaml.document import parse
 from tests.conftest import NEMO_CONFIGS, need_shared, run_cli
 
 
@@ -78,6 +78,8 @@ def test_yaml_pyyaml_rejects_is_exit_2_with_file_and_line(files):
 
 
 def test_fast_and_pure_composers_agree_on_the_shared_configs():
+    from migrator.yaml.document import compose_all
+
     if not hasattr(yaml, "CSafeLoader"):
         pytest.skip("PyYAML built without libyaml")
     for path in sorted(need_shared(NEMO_CONFIGS).glob("*.yaml")):
