@@ -46,11 +46,18 @@ def test_a_missing_mcore_flag_is_read_with_nemos_default_false(files):
 
 
 def test_a_fine_tuning_config_inherits_the_flag_and_is_not_judged_on_it(files):
-    text = GPT_NO_FLAG + "  restore_from_path: /models/base.nemo\n"
+    text = GPT_NO_FLAG + "  restore_from_path: /models/base.nemo\nexp_manager:\n  exp_dir: null\n"
     assert [c for c, _, _ in lint(files("sft.yaml", text))] == ["NM111"]
     text = ("pretrained_checkpoint:\n  restore_from_path: /models/base.nemo\ntrainer:\n  devices: 1\n"
-            "model:\n  tensor_model_parallel_size: 1\n  num_layers: 2\n  encoder_seq_length: 512\n")
+            "model:\n  tensor_model_parallel_size: 1\n  num_layers: 2\n  encoder_seq_length: 512\nexp_manager: {}\n")
     assert [c for c, _, _ in lint(files("rm.yaml", text))] == ["NM111"]
+
+
+def test_evaluation_and_generation_configs_write_no_checkpoints(files):
+    base = GPT_NO_FLAG + "  restore_from_path: /models/base.nemo\n"
+    assert lint(files("e.yaml", base + "exp_manager:\n  create_checkpoint_callback: False\n")) == []
+    assert lint(files("g.yaml", base + "exp_manager: {}\ninference:\n  greedy: True\n")) == []
+    assert lint(files("n.yaml", base)) == []  # no exp_manager: nothing saves checkpoints
 
 
 @pytest.mark.parametrize("family, flag", [("BERT", "mcore_bert"), ("T5", "mcore_t5")])

@@ -367,8 +367,9 @@ def misplaced_setting(ctx: Context) -> None:
 
 def implicit_defaults(ctx: Context) -> None:
     """One NM111 note for a training config on the settings it leaves to NeMo 1.0 defaults that NeMo 2.0 changed."""
-    if ctx.config.kind != "training" or ctx.config.model_key is None or not ctx.config.distributed:
-        return  # only a model that writes megatron-core distributed checkpoints has these defaults
+    if ctx.config.kind != "training" or ctx.config.model_key is None or not ctx.config.distributed \
+            or not ctx.config.saves:
+        return  # only a run that writes megatron-core distributed checkpoints has these defaults
     changed = []
     for setting in ctx.table.settings.settings:
         if ctx.setting_value(setting) is not None:

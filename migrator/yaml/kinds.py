@@ -52,6 +52,7 @@ class Config:
     family: str | None = None  # GPT / BERT / T5 / Mamba / Griffin where the file says
     flag: tuple[Node, Node] | None = None  # the mcore_* pair that decided, if the file has one
     strategy: tuple[Node, Node] | None = None  # a NeMo 2.0 `strategy:` block (kind "nemo2")
+    saves: bool = True  # whether the run writes checkpoints (a training run, not evaluation or generation)
 
     def model_path(self) -> tuple[str, ...]:
         return ("model",) if self.kind == "training" else ()
@@ -80,7 +81,23 @@ def classify(root: Node) -> Config | None:
     else:
         return None
     config.checkpoints, config.family, config.flag = checkpoint_kind(config.model, root)
+    config.saves = saves_checkpoints(root, config.model)
     return config
+
+
+def saves_checkpoints(root: Node, model: Node) -> bool:
+    """A run that writes checkpoints: NeMo's scripts create the checkpoint callback through `exp_manager` (unless
+    `create_checkpoint_callback: False`); an evaluation or generation config (a top-level `inference:` block and
+    no optimizer) writes none."""
+    if root.kind != "mapping" or model is root:
+        return True  # a model_config.yaml: what it is used for is not in the file
+    manager = root.get("exp_manager")
+    if not _mapping(manager):
+        return False
+    callback = manager.get("create_checkpoint_callback")
+    if callback is not None and callback.kind == "scalar" and callback.value is False:
+        return False
+    return not (_mapping(root.get("inference")) and model.get("optim") is None)
 
 
 def nemo2_strategy(root: Node) -> tuple[Node, Node] | None:
