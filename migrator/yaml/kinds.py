@@ -10,9 +10,10 @@ Kinds (`Config.kind`):
 For a NeMo 1.0 config, `Config.checkpoints` says whether the model writes megatron-core distributed checkpoints,
 which is what the `dist_ckpt_*` settings and their NeMo 2.0 defaults are about. NeMo decides by model class:
 MegatronGPTModel, MegatronBertModel and the T5 (encoder-decoder) models read `mcore_gpt` / `mcore_bert` /
-`mcore_t5` with a default of False (`cfg.get('mcore_gpt', False)`, NeMo v1.20 to v2.4), so a missing flag means
+`mcore_t5` with a default of False (`cfg.get('mcore_gpt', False)`, NeMo v1.21 to v2.4), so a missing flag means
 legacy (non-distributed) checkpoints; Mamba and Griffin set megatron-core unconditionally; a fine-tuning config
-that restores a `.nemo` (`restore_from_path`) inherits the flag from it; FSDP configs write FSDP checkpoints; and
+that restores a `.nemo` (`restore_from_path`) and writes no flag inherits the flag from it (one it writes wins:
+`merge_cfg_with` and `restore_from(override_config_path=cfg.model)` let the YAML's keys override); FSDP configs write FSDP checkpoints; and
 models that are no Megatron language model at all (ASR, TTS, Stable Diffusion, ViT, launcher conversion, export
 and evaluation stages) write none.
 """
@@ -127,9 +128,6 @@ def checkpoint_kind(model: Node, root: Node) -> tuple[Checkpoints, str | None, t
     if _mapping(model.get("vision")) and _mapping(model.get("text")):
         return "none", "CLIP", None  # MegatronCLIPModel reads mcore_gpt but has no sharded_state_dict (v2.0-v2.4)
     fsdp = _true(model.get("fsdp"))
-    if _restores(model, root) and ("tensor_model_parallel_size" in keys or keys & set(MCORE_FLAGS)):
-        # fine-tuning a .nemo: the mcore flag comes with it (merge_cfg_with / restore_from), so it is not judged
-        return ("fsdp" if fsdp else "inherited"), megatron_family(model), None
     for key, family in ALWAYS_MCORE.items():
         if model.get(key) is not None:
             return ("fsdp" if _true(model.get("fsdp")) else "distributed"), family, None
@@ -143,6 +141,10 @@ def checkpoint_kind(model: Node, root: Node) -> tuple[Checkpoints, str | None, t
         if value is True:
             return ("fsdp" if _true(model.get("fsdp")) else "distributed"), family, pair
         return "inherited", family, pair  # an interpolation or null: decided elsewhere
+    if _restores(model, root) and "tensor_model_parallel_size" in keys:
+        # fine-tuning a .nemo without a flag of its own: the flag comes with the .nemo (merge_cfg_with and
+        # restore_from(override_config_path=cfg.model) let the YAML's keys win, so a flag it writes decides)
+        return ("fsdp" if fsdp else "inherited"), megatron_family(model), None
     family = megatron_family(model)
     if family is None:
         if any(str(k).startswith("dist_ckpt_") for k in model.keys()):
