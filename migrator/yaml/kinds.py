@@ -87,15 +87,13 @@ def classify(root: Node) -> Config | None:
 
 
 def saves_checkpoints(root: Node, model: Node) -> bool:
-    """A run that writes checkpoints: NeMo's scripts create the checkpoint callback through `exp_manager` (unless
-    `create_checkpoint_callback: False`); an evaluation or generation config (a top-level `inference:` block and
-    no optimizer) writes none."""
+    """False only where the file says the run writes no checkpoints: `exp_manager.create_checkpoint_callback:
+    False` (NeMo's scripts create the checkpoint callback through exp_manager), or an evaluation or generation
+    config (a top-level `inference:` block and no optimizer)."""
     if root.kind != "mapping" or model is root:
         return True  # a model_config.yaml: what it is used for is not in the file
     manager = root.get("exp_manager")
-    if not _mapping(manager):
-        return False
-    callback = manager.get("create_checkpoint_callback")
+    callback = manager.get("create_checkpoint_callback") if _mapping(manager) else None
     if callback is not None and callback.kind == "scalar" and callback.value is False:
         return False
     return not (_mapping(root.get("inference")) and model.get("optim") is None)
