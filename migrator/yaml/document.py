@@ -47,7 +47,8 @@ _YAML12 = [
     ("~nN", "null", re.compile(r"^(?:~|null|Null|NULL)$")),
     ("0123456789", None, re.compile(
         r"^(?:[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]|[0-9][0-9][0-9][0-9]-[0-9][0-9]?-[0-9][0-9]?"
-        r"(?:[Tt]|[ \t]+)[0-9][0-9]?:[0-9][0-9]:[0-9][0-9](?:\.[0-9]*)?(?:[ \t]*(?:Z|[-+][0-9][0-9]?(?::[0-9][0-9])?))?)$")),
+        r"(?:[Tt]|[ \t]+)[0-9][0-9]?:[0-9][0-9]:[0-9][0-9](?:\.[0-9]*)?"
+        r"(?:[ \t]*(?:Z|[-+][0-9][0-9]?(?::[0-9][0-9])?))?)$")),
 ]
 MERGE_TAG = "tag:yaml.org,2002:merge"
 
@@ -221,8 +222,8 @@ def parse(text: str, filename: str) -> Document:
     except yaml.reader.ReaderError as exc:
         row = text.count("\n", 0, exc.position) + 1
         column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
-        raise MigratorError(f"{filename}:{row}:{column}: YAML error: unacceptable character "
-                            f"#x{exc.character if isinstance(exc.character, int) else ord(exc.character):04x}") from None
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise MigratorError(f"{filename}:{row}:{column}: YAML error: unacceptable character #x{code:04x}") from None
     except yaml.YAMLError as exc:
         raise MigratorError(f"{filename}: YAML error: {str(exc).splitlines()[0]}") from None
     except RecursionError:

@@ -13,7 +13,8 @@ MegatronGPTModel, MegatronBertModel and the T5 (encoder-decoder) models read `mc
 `mcore_t5` with a default of False (`cfg.get('mcore_gpt', False)`, NeMo v1.21 to v2.4), so a missing flag means
 legacy (non-distributed) checkpoints; Mamba and Griffin set megatron-core unconditionally; a fine-tuning config
 that restores a `.nemo` (`restore_from_path`) and writes no flag inherits the flag from it (one it writes wins:
-`merge_cfg_with` and `restore_from(override_config_path=cfg.model)` let the YAML's keys override); FSDP configs write FSDP checkpoints; and
+`merge_cfg_with` and `restore_from(override_config_path=cfg.model)` let the YAML's keys override); FSDP configs
+write FSDP checkpoints; and
 models that are no Megatron language model at all (ASR, TTS, Stable Diffusion, ViT, launcher conversion, export
 and evaluation stages) write none.
 """
