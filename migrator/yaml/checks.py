@@ -282,16 +282,9 @@ SETTING_RULES: list[Callable[[Context, Setting, Node, Node], bool]] = [
 # ================================================================================================ file rules
 def duplicate_key(ctx: Context) -> None:
     for _, mapping in ctx.config.root.walk_mappings():
-        seen: dict[Any, Node] = {}
-        for key, _ in mapping.own_items:  # what a merge key brings in may be overridden: that is no duplicate
-            if key.kind != "scalar":
-                continue
-            if key.raw in seen:
-                first = seen[key.raw]
-                ctx.report_node("NM105", key, f"duplicate key {key.raw!r} (first at line {first.start.row}); "
-                                "OmegaConf refuses the file, so NeMo does not start")
-            else:
-                seen[key.raw] = key
+        for first, key in mapping.duplicate_keys():  # what a merge key brings in may be overridden: no duplicate
+            ctx.report_node("NM105", key, f"duplicate key {key.raw!r} (first at line {first.start.row}); "
+                            "OmegaConf refuses the file, so NeMo does not start")
 
 
 def unknown_setting(ctx: Context) -> None:
@@ -344,9 +337,9 @@ def misplaced_setting(ctx: Context) -> None:
     for path, mapping in ctx.config.root.walk_mappings():
         if id(mapping) in templates:
             continue
-        for key, _ in mapping.items:
-            setting = table.setting_by_key.get(key.raw) if key.kind == "scalar" else None
-            if setting is None or id(key) in in_place[setting.in_model]:
+        for key in mapping.keys_named(table.setting_by_key):
+            setting = table.setting_by_key[key.raw]
+            if id(key) in in_place[setting.in_model]:
                 continue
             if setting.in_model:
                 if path == right_model:

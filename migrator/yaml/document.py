@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
-from typing import Any, Iterator
+from collections.abc import Container, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 from migrator.engine.diagnostics import Location
 from migrator.errors import MigratorError
@@ -117,24 +118,135 @@ def _float_11(text: str) -> float:
     return float(t)
 
 
-@dataclass(eq=False)
 class Node:
-    """A composed YAML node: positions plus NeMo's (YAML 1.1) reading of it."""
+    """A composed YAML node: positions plus NeMo's (YAML 1.1) reading of it.
 
-    kind: str  # "scalar" | "mapping" | "sequence"
-    start: Location
-    end: Location
-    start_index: int
-    end_index: int
-    raw: str | None = None  # scalar text after unquoting/escapes
-    style: str | None = None  # None = plain, '"' / "'" quoted, '|' / '>' block
-    yaml12_type: str | None = None  # what a YAML 1.2 (core schema) tool makes of a plain scalar
-    # mapping pairs as NeMo sees them: what merge keys (`<<`) bring in and the mapping does not set itself, then the
-    # mapping's own pairs in file order (a duplicated key stays twice: it is a finding; the last one wins)
-    items: list[tuple[Node, Node]] = field(default_factory=list)
-    own_items: list[tuple[Node, Node]] = field(default_factory=list)  # the pairs written in this mapping (no `<<`)
-    children: list[Node] = field(default_factory=list)  # sequence items
-    merge_sources: list[Node] = field(default_factory=list)  # the mappings merge keys (`<<`) bring in
+    A view over PyYAML's node, made when a rule reaches it (ruff's habit: only the work a file needs): positions,
+    the YAML 1.2 reading and a mapping's pairs are computed when read, so the keys and values no rule looks at cost
+    nothing beyond libyaml's composition. The same PyYAML node always gives the same Node object (an alias gives its
+    anchor's), so nodes can be compared by identity.
+    """
+
+    __slots__ = ("kind", "_y", "_tree", "_items", "_own", "_children", "_sources", "_index")
+
+    def __init__(self, kind: str, y: Any, tree: _Tree):
+        self.kind = kind  # "scalar" | "mapping" | "sequence"
+        self._y = y
+        self._tree = tree
+        self._items: list[tuple[Node, Node]] | None = None
+        self._own: list[tuple[Node, Node]] | None = None
+        self._children: list[Node] | None = None
+        self._sources: list[Node] | None = None
+        self._index: dict[str, tuple[Any, Any]] | None = None
+
+    def __repr__(self) -> str:
+        return f"Node({self.kind}, {self.start.row}:{self.start.column}, raw={self.raw!r})"
+
+    # ------------------------------------------------------------------------------------------- positions
+    @property
+    def start(self) -> Location:
+        mark = self._y.start_mark
+        return Location(mark.line + 1, mark.column + 1)
+
+    @property
+    def end(self) -> Location:
+        mark = self._y.end_mark
+        return Location(mark.line + 1, mark.column + 1)
+
+    @property
+    def start_index(self) -> int:
+        return self._y.start_mark.index
+
+    @property
+    def end_index(self) -> int:
+        return self._y.end_mark.index
+
+    # ------------------------------------------------------------------------------------------- scalars
+    @property
+    def raw(self) -> str | None:
+        """A scalar's text after unquoting/escapes (None for a mapping or sequence)."""
+        return self._y.value if self.kind == "scalar" else None
+
+    @property
+    def style(self) -> str | None:
+        """None = plain, '"' / "'" quoted, '|' / '>' block (None for a mapping or sequence)."""
+        return (self._y.style or None) if self.kind == "scalar" else None
+
+    @property
+    def yaml12_type(self) -> str | None:
+        """What a YAML 1.2 (core schema) tool makes of a plain scalar ("str" for a quoted or block one)."""
+        if self.kind != "scalar":
+            return None
+        return yaml12_type(self._y.value) if not self._y.style else "str"
+
+    @property
+    def is_plain(self) -> bool:
+        return self.kind == "scalar" and not self._y.style
+
+    @property
+    def value(self) -> Any:
+        """The scalar as NeMo sees it (quoted and block scalars are strings)."""
+        if self.kind != "scalar":
+            return None
+        return resolve_yaml11(self._y.value) if not self._y.style else self._y.value
+
+    @property
+    def yaml12_differs(self) -> bool:
+        """True where a YAML 1.2 tool reads this plain scalar as another type than NeMo does."""
+        return self.is_plain and self.yaml12_type is not None and self.yaml12_type != type_name(self.value)
+
+    # ------------------------------------------------------------------------------------------- collections
+    @property
+    def items(self) -> list[tuple[Node, Node]]:
+        """A mapping's pairs as NeMo sees them: what merge keys (`<<`) bring in and the mapping does not set itself,
+        then the mapping's own pairs in file order (a duplicated key stays twice: it is a finding; the last one
+        wins). Empty for a scalar or sequence."""
+        if self._items is None:
+            self._pairs()
+        return self._items  # type: ignore[return-value]
+
+    @property
+    def own_items(self) -> list[tuple[Node, Node]]:
+        """The pairs written in this mapping (no `<<`)."""
+        if self._own is None:
+            self._pairs()
+        return self._own  # type: ignore[return-value]
+
+    @property
+    def merge_sources(self) -> list[Node]:
+        """The mappings merge keys (`<<`) bring in."""
+        if self._sources is None:
+            self._pairs()
+        return self._sources  # type: ignore[return-value]
+
+    @property
+    def children(self) -> list[Node]:
+        """A sequence's items (empty for a scalar or mapping)."""
+        if self._children is None:
+            wrap = self._tree.wrap
+            self._children = [wrap(c) for c in self._y.value] if self.kind == "sequence" else []
+        return self._children
+
+    def _pairs(self) -> None:
+        # a document with merge keys is converted whole when parsed (`_Tree.convert`); here there are none, so a
+        # mapping's pairs are the ones written in it
+        wrap = self._tree.wrap
+        pairs = [(wrap(k), wrap(v)) for k, v in self._y.value] if self.kind == "mapping" else []
+        self._items = self._own = pairs
+        self._sources = []
+
+    def _raw_pairs(self) -> list[tuple[Any, Any]]:
+        """The PyYAML (key, value) nodes of `items`, without making Nodes of them."""
+        if self._items is None and not self._tree.merges:
+            return self._y.value if self.kind == "mapping" else []
+        return [(k._y, v._y) for k, v in self.items]
+
+    def _lookup(self) -> dict[str, tuple[Any, Any]]:
+        """Scalar key text -> its last (key, value) PyYAML pair in `items`."""
+        if self._index is None:
+            scalar = self._tree.scalar
+            self._index = {k.value: (k, v) for k, v in self._raw_pairs() if type(k) is scalar}
+        return self._index
 
     def merged_mappings(self) -> list[Node]:
         """Every mapping this one takes keys from through merge keys, however deep."""
@@ -147,39 +259,42 @@ class Node:
                 stack.extend(node.merge_sources)
         return found
 
-    @property
-    def is_plain(self) -> bool:
-        return self.kind == "scalar" and self.style is None
-
-    @property
-    def value(self) -> Any:
-        """The scalar as NeMo sees it (quoted and block scalars are strings)."""
-        if self.kind != "scalar":
-            return None
-        return resolve_yaml11(self.raw or "") if self.is_plain else self.raw
-
-    @property
-    def yaml12_differs(self) -> bool:
-        """True where a YAML 1.2 tool reads this plain scalar as another type than NeMo does."""
-        return self.is_plain and self.yaml12_type is not None and self.yaml12_type != type_name(self.value)
-
     def get(self, key: str) -> Node | None:
         """The value of `key` in a mapping (the last one if the key is duplicated, as PyYAML keeps)."""
-        found = None
-        for k, v in self.items:
-            if k.kind == "scalar" and k.raw == key:
-                found = v
-        return found
+        pair = self._lookup().get(key)
+        return self._tree.wrap(pair[1]) if pair is not None else None
 
     def pair(self, key: str) -> tuple[Node, Node] | None:
-        found = None
-        for k, v in self.items:
-            if k.kind == "scalar" and k.raw == key:
-                found = (k, v)
-        return found
+        pair = self._lookup().get(key)
+        return (self._tree.wrap(pair[0]), self._tree.wrap(pair[1])) if pair is not None else None
 
     def keys(self) -> set[Any]:
-        return {k.raw for k, _ in self.items if k.kind == "scalar"}
+        return set(self._lookup())
+
+    def keys_named(self, names: Container[str]) -> list[Node]:
+        """The scalar keys of `items` whose text is in `names`, in order (duplicates included)."""
+        scalar, wrap = self._tree.scalar, self._tree.wrap
+        return [wrap(k) for k, _ in self._raw_pairs() if type(k) is scalar and k.value in names]
+
+    def duplicate_keys(self) -> list[tuple[Node, Node]]:
+        """(first key, repeated key) for each scalar key written twice in this mapping (`own_items`: what a merge key
+        brings in may be overridden, that is no duplicate)."""
+        if self.kind != "mapping":
+            return []
+        if self._own is not None:
+            own = [(k._y, v._y) for k, v in self._own]
+        else:
+            own = self._y.value
+        scalar = self._tree.scalar
+        seen: dict[str, Any] = {}
+        found = []
+        for k, _ in own:
+            if type(k) is not scalar:
+                continue
+            first = seen.setdefault(k.value, k)
+            if first is not k:
+                found.append((first, k))
+        return [(self._tree.wrap(a), self._tree.wrap(b)) for a, b in found]
 
     def walk_mappings(self, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Node]]:
         """Every mapping in the tree with its key path (sequence items add their index); a mapping reached twice
@@ -190,14 +305,86 @@ class Node:
         if id(self) in active:
             return
         active.add(id(self))
+        scalar, wrap = self._tree.scalar, self._tree.wrap
         if self.kind == "mapping":
             yield path, self
-            for k, v in self.items:
-                yield from v._walk(path + (str(k.raw),), active)
+            for k, v in self._raw_pairs():
+                if type(v) is not scalar:  # a scalar holds no mapping
+                    yield from wrap(v)._walk(path + (k.value if type(k) is scalar else "None",), active)
         elif self.kind == "sequence":
-            for i, child in enumerate(self.children):
-                yield from child._walk(path + (str(i),), active)
+            for i, child in enumerate(self._y.value):
+                if type(child) is not scalar:
+                    yield from wrap(child)._walk(path + (str(i),), active)
         active.discard(id(self))
+
+
+class _Tree:
+    """The Nodes of one parsed text, one per PyYAML node."""
+
+    __slots__ = ("memo", "merges", "scalar", "kinds")
+
+    def __init__(self, merges: bool):
+        from yaml.nodes import MappingNode, ScalarNode, SequenceNode
+
+        self.memo: dict[int, Node] = {}
+        self.merges = merges  # the text may hold a merge key: every node is converted when parsed
+        self.scalar = ScalarNode
+        self.kinds = {ScalarNode: "scalar", MappingNode: "mapping", SequenceNode: "sequence"}
+
+    def wrap(self, y: Any) -> Node:
+        node = self.memo.get(id(y))
+        if node is None:
+            kind = self.kinds.get(type(y))
+            if kind is None:  # pragma: no cover
+                raise MigratorError(f"unexpected YAML node {type(y).__name__}")
+            node = self.memo[id(y)] = Node(kind, y, self)
+        return node
+
+    def convert(self, y: Any) -> Node:
+        """The Node for a PyYAML node with every pair and child below it made now (merge keys applied as PyYAML's
+        constructor applies them, in document order)."""
+        if id(y) in self.memo:
+            return self.memo[id(y)]
+        result = self.wrap(y)
+        if result.kind == "mapping":
+            result._items, result._own, result._sources = [], [], []
+            merges = []
+            for k, v in y.value:
+                if k.tag == MERGE_TAG:
+                    merges.append(v)
+                else:
+                    result._own.append((self.convert(k), self.convert(v)))
+            if merges:
+                result._items = self._merged(merges, result._own, result._sources) + result._own
+            else:
+                result._items = result._own
+        elif result.kind == "sequence":
+            result._children = []
+            result._children = [self.convert(v) for v in y.value]
+        return result
+
+    def _merged(self, merges: list[Any], own: list[tuple[Node, Node]], sources: list[Node]) -> list[tuple[Node, Node]]:
+        """The pairs merge keys bring into a mapping, as the merge-key spec and PyYAML's SafeConstructor (6.0.1 to
+        6.0.3) apply them: of several merged mappings the first one listed wins, a mapping's own pairs win over all
+        of them. (PyYAML 6.0.4 deduplicates merged keys by string identity, so there the last listed one wins for
+        most keys; the common case, one merged mapping, is the same in every version.)"""
+        from yaml.nodes import MappingNode, SequenceNode
+
+        flat: list[tuple[Node, Node]] = []
+        for value in merges:
+            for source in value.value if isinstance(value, SequenceNode) else [value]:
+                if not isinstance(source, MappingNode):
+                    raise MergeError("expected a mapping or list of mappings for merging (`<<`)",
+                                     Location(source.start_mark.line + 1, source.start_mark.column + 1))
+                sources.append(self.convert(source))
+                flat.extend(sources[-1].items)
+        own_keys = {k.raw for k, _ in own if k.kind == "scalar"}
+        first: dict[Any, int] = {}
+        for i, (k, _) in enumerate(flat):
+            if k.kind == "scalar":
+                first.setdefault(k.raw, i)
+        return [(k, v) for i, (k, v) in enumerate(flat)
+                if k.kind != "scalar" or (k.raw not in own_keys and first[k.raw] == i)]
 
 
 @dataclass
@@ -228,9 +415,12 @@ def parse(text: str, filename: str) -> Document:
         raise MigratorError(f"{filename}: YAML error: {str(exc).splitlines()[0]}") from None
     except RecursionError:
         raise MigratorError(f"{filename}: YAML error: nested too deeply") from None
-    memo: dict[int, Node] = {}
+    # a merge key needs `<<`, or an explicit tag that names (or %-escapes) `merge`: without either the pairs of a
+    # mapping are the ones written in it, and Nodes are made as rules reach them; with one, the whole tree is
+    # converted now, merges applied in document order (and a bad merge is an error wherever it is)
+    tree = _Tree(merges="<<" in text or ("!" in text and ("merge" in text or "%" in text)))
     try:
-        roots = [convert(node, memo) for node in nodes if node is not None]
+        roots = [(tree.convert if tree.merges else tree.wrap)(node) for node in nodes if node is not None]
     except MergeError as exc:
         raise MigratorError(f"{filename}:{exc.at.row}:{exc.at.column}: YAML error: {exc}") from None
     return Document(filename=filename, text=text, roots=roots)
@@ -256,70 +446,3 @@ def compose_all(text: str) -> list[Any]:
         except yaml.YAMLError:
             pass
     return list(yaml.compose_all(text, Loader=yaml.SafeLoader))
-
-
-def convert(node: Any, memo: dict[int, Node] | None = None) -> Node:
-    """Our Node for a PyYAML node (an alias gives the same Node object as its anchor)."""
-    from yaml.nodes import MappingNode, ScalarNode, SequenceNode
-
-    memo = {} if memo is None else memo
-    if id(node) in memo:
-        return memo[id(node)]
-    start, end = node.start_mark, node.end_mark
-    common = dict(
-        start=Location(start.line + 1, start.column + 1),
-        end=Location(end.line + 1, end.column + 1),
-        start_index=start.index,
-        end_index=end.index,
-    )
-    if isinstance(node, ScalarNode):
-        style = node.style or None
-        result = Node("scalar", raw=node.value, style=style,
-                      yaml12_type=yaml12_type(node.value) if style is None else "str", **common)
-        memo[id(node)] = result
-        return result
-    if isinstance(node, MappingNode):
-        result = Node("mapping", **common)
-        memo[id(node)] = result
-        merges = []
-        for k, v in node.value:
-            if k.tag == MERGE_TAG:
-                merges.append(v)
-            else:
-                result.own_items.append((convert(k, memo), convert(v, memo)))
-        if merges:
-            result.items = _merged(merges, result.own_items, memo, result.merge_sources) + result.own_items
-        else:
-            result.items = result.own_items
-        return result
-    if isinstance(node, SequenceNode):
-        result = Node("sequence", **common)
-        memo[id(node)] = result
-        result.children = [convert(v, memo) for v in node.value]
-        return result
-    raise MigratorError(f"unexpected YAML node {type(node).__name__}")  # pragma: no cover
-
-
-def _merged(merges: list[Any], own: list[tuple[Node, Node]], memo: dict[int, Node],
-            sources: list[Node]) -> list[tuple[Node, Node]]:
-    """The pairs merge keys bring into a mapping, as the merge-key spec and PyYAML's SafeConstructor (6.0.1 to
-    6.0.3) apply them: of several merged mappings the first one listed wins, a mapping's own pairs win over all of
-    them. (PyYAML 6.0.4 deduplicates merged keys by string identity, so there the last listed one wins for most
-    keys; the common case, one merged mapping, is the same in every version.)"""
-    from yaml.nodes import MappingNode, SequenceNode
-
-    flat: list[tuple[Node, Node]] = []
-    for value in merges:
-        for source in value.value if isinstance(value, SequenceNode) else [value]:
-            if not isinstance(source, MappingNode):
-                raise MergeError("expected a mapping or list of mappings for merging (`<<`)",
-                                 Location(source.start_mark.line + 1, source.start_mark.column + 1))
-            sources.append(convert(source, memo))
-            flat.extend(sources[-1].items)
-    own_keys = {k.raw for k, _ in own if k.kind == "scalar"}
-    first: dict[Any, int] = {}
-    for i, (k, _) in enumerate(flat):
-        if k.kind == "scalar":
-            first.setdefault(k.raw, i)
-    return [(k, v) for i, (k, v) in enumerate(flat)
-            if k.kind != "scalar" or (k.raw not in own_keys and first[k.raw] == i)]
