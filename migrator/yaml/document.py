@@ -436,13 +436,44 @@ class MergeError(Exception):
 
 def compose_all(text: str) -> list[Any]:
     """PyYAML's node trees for every document: libyaml's composer where it takes the text, else PyYAML's own
-    (which accepts a few flow forms libyaml refuses; an error is then PyYAML's own)."""
+    (which accepts a few flow forms libyaml refuses; an error is then PyYAML's own). Tags are resolved only as far
+    as this module reads them (`_composers`)."""
     import yaml
 
-    fast = getattr(yaml, "CSafeLoader", None)
+    fast, pure = _composers()
     if fast is not None:
         try:
             return list(yaml.compose_all(text, Loader=fast))
         except yaml.YAMLError:
             pass
-    return list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+    return list(yaml.compose_all(text, Loader=pure))
+
+
+_COMPOSERS: list[Any] = []
+
+
+def _composers() -> list[Any]:
+    """[libyaml's composer (None where PyYAML is built without it), PyYAML's own], both SafeLoader's but for the
+    tags: the only tag read here is the merge key's (`<<`), the values are resolved by this module (NeMo's YAML 1.1
+    and the YAML 1.2 reading), so a plain `<<` gets the merge tag, as PyYAML's resolver gives it, and any other
+    node its kind's default tag, without PyYAML's per-scalar regular expressions (a Python call per node)."""
+    if not _COMPOSERS:
+        import yaml
+        from yaml.nodes import ScalarNode, SequenceNode
+
+        class MergeTagsOnly:
+            def resolve(self, kind: Any, value: str, implicit: tuple[bool, bool]) -> str:
+                if kind is ScalarNode:
+                    return MERGE_TAG if implicit[0] and value == "<<" else "tag:yaml.org,2002:str"
+                return "tag:yaml.org,2002:seq" if kind is SequenceNode else "tag:yaml.org,2002:map"
+
+            def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+                return None  # no path resolvers
+
+            def ascend_resolver(self) -> None:
+                return None
+
+        fast = getattr(yaml, "CSafeLoader", None)
+        _COMPOSERS.extend([type("FastComposer", (MergeTagsOnly, fast), {}) if fast is not None else None,
+                           type("PureComposer", (MergeTagsOnly, yaml.SafeLoader), {})])
+    return _COMPOSERS
