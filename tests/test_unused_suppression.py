@@ -138,3 +138,40 @@ def test_rows_count_line_feeds_as_the_findings_do_not_form_feeds(tmp_path):
     text = "a: 1\x0c\r\n# nemo-migrate: ignore[NM110]\r\n"
     (item,) = Suppressions.scan(text).items
     assert (item.row, item.column) == (2, 1)
+
+
+SCRIPT = ("from nemo import lightning as nl\n"
+          "s = nl.MegatronStrategy({above}\n"
+          "    ckpt_load_on_device=True,{here}\n"
+          "    ckpt_parallel_save=True,\n"
+          ")\n"
+          'NOTE = """\n# noqa: NM103\n"""\n'
+          "{later}\n")
+
+
+@pytest.mark.parametrize("comment", [
+    "  # noqa", "  # noqa: E501", "  # noqa: NM103", "  # noqa: E501, unknown-setting", "  # noqa: NM999",
+    "  # nemo-migrate: ignore[NM110]", "  # type: ignore  # noqa: NM103,E501",
+])
+@pytest.mark.parametrize("where", ["above", "here", "later"])
+def test_skipping_candidates_that_cannot_matter_changes_no_finding(comment, where):
+    """The tokenizer is asked only about suppression candidates that can change a result (`can_matter`): the
+    findings are the same as when every candidate is checked."""
+    from migrator.engine.runner import LintOptions, check_text, language_for
+    from migrator.engine.unused_suppression import can_matter
+    from migrator.python.lint import comment_starts
+    from migrator.cli.options import resolve_target
+
+    text = SCRIPT.format(above=comment if where == "above" else "", here=comment if where == "here" else "",
+                         later=f"x = 1{comment}" if where == "later" else "")
+    table, options = load_table(), LintOptions(target=resolve_target(None), selection=Selection.parse(("ALL",), ()))
+    found, suppressions = check_text(text, "train.py", table, options)
+    language = language_for("train.py")
+    raw = language.function("check")(text, "train.py", table, options)
+    every = Suppressions.scan(text, language.suppressions, comment_starts, "train.py")  # no candidate skipped
+    expected = every.filter(raw) + unused_suppressions(every, text, "train.py", table, options.selection, "python")
+    assert sorted(found, key=lambda d: d.sort_key) == sorted(expected, key=lambda d: d.sort_key)
+    relevant = can_matter(table, raw)
+    assert [s.row for s in suppressions.items] == [s.row for s in every.items if relevant(s)]
+    if comment in ("  # noqa: E501",) or (comment == "  # noqa" and where == "later"):
+        assert suppressions.items == []  # another tool's code, a blanket noqa far from any finding: not asked

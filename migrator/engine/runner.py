@@ -12,7 +12,7 @@ from migrator.engine.diagnostics import Diagnostic, FileResult
 from migrator.engine.selection import Selection
 from migrator.engine.suppression import IGNORE_COMMENT, NOQA_COMMENT, Suppressions
 from migrator.engine.table import Table
-from migrator.engine.unused_suppression import unused_suppressions
+from migrator.engine.unused_suppression import can_matter, unused_suppressions
 from migrator.errors import MigratorError
 from migrator.versions import BridgeTarget, Source, Target
 
@@ -120,8 +120,9 @@ def check_text(text: str, filename: str, table: Table, options: LintOptions,
     """Findings for one text after selection and suppression comments (raises MigratorError if unparsable)."""
     language = language or language_for(filename)
     diagnostics = language.function("check")(text, filename, table, options)
-    suppressions = Suppressions.scan(text, language.suppressions, language.function("comments"), filename)
     enabled = [d for d in diagnostics if options.selection.enabled(d.code, d.name)]
+    suppressions = Suppressions.scan(text, language.suppressions, language.function("comments"), filename,
+                                     relevant=can_matter(table, enabled))
     kept = suppressions.filter(enabled)
     kept += unused_suppressions(suppressions, text, filename, table, options.selection, language.name)  # NM001
     return sorted(kept, key=lambda d: d.sort_key), suppressions

@@ -49,20 +49,34 @@ CommentStarts = Callable[[str, str, set[int]], "dict[int, int] | None"]
 
 
 class Suppressions:
-    def __init__(self, items: list[Suppression], lines: list[str] | None = None):
+    def __init__(self, items: list[Suppression], lines: list[str] | None = None, text: str | None = None):
         self.items = items
-        self.lines = lines or []
+        self._lines = lines
+        self._text = text  # `lines` are split from it when first read
         self._by_row: dict[int, list[Suppression]] = {}
         for item in items:
             self._by_row.setdefault(item.row, []).append(item)
 
+    @property
+    def lines(self) -> list[str]:
+        """The file's rows (`rows`), as the scan numbered them."""
+        if self._lines is None:
+            self._lines = rows(self._text) if self._text is not None else []
+        return self._lines
+
     @classmethod
     def scan(cls, text: str, patterns: tuple[re.Pattern[str], ...] = (IGNORE_COMMENT,),
-             comment_starts: CommentStarts | None = None, filename: str = "") -> Suppressions:
+             comment_starts: CommentStarts | None = None, filename: str = "",
+             relevant: Callable[[Suppression], bool] | None = None) -> Suppressions:
+        """The suppression comments of `text`. `relevant` (optional) drops, before the language is asked where
+        comments start (Python's tokenizer: the costly part), the candidates that can change nothing: for the
+        lint, another tool's `# noqa: E501`, or a blanket `# noqa` with no finding on its line or the next."""
+        patterns = tuple(p for p in patterns if _NEEDS.get(p, "") in text)
+        if not patterns:
+            return cls([], None, text)  # no candidate: the rows are split only if someone reads them
         lines = rows(text)
         items = []
-        patterns = tuple(p for p in patterns if _NEEDS.get(p, "") in text)
-        for row, line in enumerate(lines if patterns else (), start=1):
+        for row, line in enumerate(lines, start=1):
             if "#" not in line:
                 continue
             for pattern in patterns:
@@ -74,6 +88,8 @@ class Suppressions:
                     kind = "noqa" if pattern is NOQA_COMMENT else "ignore"
                     items.append(Suppression(row, match.start() + 1, match.end() + 1, parsed, kind=kind,
                                              code_list=listed, codes_span=span))
+        if relevant is not None:
+            items = [item for item in items if relevant(item)]
         if items and comment_starts is not None:
             starts = comment_starts(text, filename, {item.row for item in items})
             if starts is not None:  # keep what lies inside a comment (`# type: ignore  # noqa: NM108` too)

@@ -10,6 +10,7 @@ in a shared `# noqa`, a blanket `# noqa` and a comment that names NM001 itself a
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from migrator.engine.diagnostics import Diagnostic, Edit, Fix, Location
 from migrator.engine.selection import Selection
@@ -58,6 +59,25 @@ def unused_suppressions(suppressions: Suppressions, text: str, filename: str, ta
         findings.append(_finding(item, unused, lines, text, filename, rule.severity))
     # an NM001 finding can itself be silenced by another comment that names NM001 (not by a blanket one)
     return suppressions.filter(findings, blanket=False)
+
+
+def can_matter(table: Table, findings: list[Diagnostic]) -> Callable[[Suppression], bool]:
+    """Which suppression candidates can change a file's result (`Suppressions.scan(relevant=...)`): a
+    `# nemo-migrate: ignore` always; a `# noqa` that names one of our rules (code or name) or an NM code, since it
+    silences that rule's findings and NM001 judges it; a blanket `# noqa` only where a finding sits on its line or the
+    next (NM001 never reports one). Another tool's `# noqa: E501` silences nothing here and is never reported, so
+    where it is a real comment (Python's tokenizer) need not be asked."""
+    ours = set(table.rule_by_code) | {r.name for r in table.lint_rules}
+    rows = {d.location.row for d in findings}
+
+    def relevant(item: Suppression) -> bool:
+        if item.kind != "noqa":
+            return True
+        if item.codes is None:
+            return item.row in rows or item.row + 1 in rows
+        return any(c in ours or OUR_CODE.match(c) for c in item.code_list)
+
+    return relevant
 
 
 def _finding(item: Suppression, unused: list[tuple[str, str]], lines: list[str], text: str, filename: str,
