@@ -162,3 +162,20 @@ def test_lint_never_imports_torch_or_megatron(files):
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert "HEAVY []" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("text, loads", [
+    (BAD, False),
+    ("checkpoint: last.ckpt\nmodel:\n  mcore_gpt: true\n", False),  # `checkpoint:` but no mapping: no Bridge file
+    ("checkpoint:\n  save_interval: 100\n  ckpt_format: torch_dist\n", True),  # a Bridge override file
+])
+def test_the_bridge_table_is_loaded_only_for_a_top_level_checkpoint_mapping(files, text, loads):
+    path = files("c.yaml", text)
+    code = (
+        "import sys, runpy\n"
+        f"sys.argv = ['nemo-migrate', 'lint', {str(path)!r}]\n"
+        "try:\n    runpy.run_module('migrator', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+        "print('BRIDGE', 'migrator.engine.bridge_table' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert f"BRIDGE {loads}" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
