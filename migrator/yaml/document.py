@@ -8,6 +8,7 @@ YAML 1.2 tool (an editor, yq, ruamel) reads the same text differently.
 """
 from __future__ import annotations
 
+import bisect
 import math
 import re
 from dataclasses import dataclass, field
@@ -158,24 +159,46 @@ class Document:
     roots: list[Node]  # one per YAML document in the stream (usually one)
 
 
+class Locator:
+    """1-based (row, column) of a character index, rows counted at line feeds only, as the fix applier, the
+    suppression scan and Python's tokenizer count them. The YAML parser's own line numbers also break at a lone CR
+    (and at NEL, LS, PS), so a `CR CR LF` would shift every row after it and a fix would land on the wrong bytes."""
+
+    def __init__(self, text: str):
+        self.starts = [0] + [m.end() for m in re.finditer("\n", text)]
+
+    def __call__(self, index: int) -> Location:
+        row = bisect.bisect_right(self.starts, index)
+        return Location(row, index - self.starts[row - 1] + 1)
+
+
 def parse(text: str, filename: str) -> Document:
     from ruamel.yaml import YAML
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-    yaml = YAML(typ="rt")
+    from migrator.yaml import bounds
+
+    bounds.check_size(len(text), filename)
+    locate = Locator(text)
+    yaml = bounds.bounded_ruamel(YAML(typ="rt"), filename)
     try:
-        roots = [convert(node) for node in yaml.compose_all(text) if node is not None]
+        composed = [node for node in yaml.compose_all(text) if node is not None]
+        bounds.check_tree(composed, filename)
+        roots = [convert(node, locate) for node in composed]
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        where = f"{filename}:{mark.line + 1}:{mark.column + 1}" if mark else filename
+        at = locate(mark.index) if mark else None
+        where = f"{filename}:{at.row}:{at.column}" if at else filename
         problem = exc.problem or exc.context or "invalid YAML"
         raise MigratorError(f"{where}: YAML syntax error: {problem}") from None
     except YAMLError as exc:
         raise MigratorError(f"{filename}: YAML error: {str(exc).splitlines()[0]}") from None
+    except RecursionError:
+        raise MigratorError(f"{filename}: YAML nested too deeply to read") from None
     return Document(filename=filename, text=text, roots=roots)
 
 
-def convert(node: Any, memo: dict[int, Node] | None = None) -> Node:
+def convert(node: Any, locate: Locator, memo: dict[int, Node] | None = None) -> Node:
     from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
     memo = {} if memo is None else memo
@@ -183,8 +206,8 @@ def convert(node: Any, memo: dict[int, Node] | None = None) -> Node:
         return memo[id(node)]
     start, end = node.start_mark, node.end_mark
     common = dict(
-        start=Location(start.line + 1, start.column + 1),
-        end=Location(end.line + 1, end.column + 1),
+        start=locate(start.index),
+        end=locate(end.index),
         start_index=start.index,
         end_index=end.index,
     )
@@ -196,11 +219,11 @@ def convert(node: Any, memo: dict[int, Node] | None = None) -> Node:
     if isinstance(node, MappingNode):
         result = Node("mapping", **common)
         memo[id(node)] = result
-        result.items = [(convert(k, memo), convert(v, memo)) for k, v in node.value]
+        result.items = [(convert(k, locate, memo), convert(v, locate, memo)) for k, v in node.value]
         return result
     if isinstance(node, SequenceNode):
         result = Node("sequence", **common)
         memo[id(node)] = result
-        result.children = [convert(v, memo) for v in node.value]
+        result.children = [convert(v, locate, memo) for v in node.value]
         return result
     raise MigratorError(f"unexpected YAML node {type(node).__name__}")  # pragma: no cover
