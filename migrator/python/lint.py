@@ -39,20 +39,41 @@ def parses(text: str, filename: str) -> bool:
     try:
         cst.parse_module(text)
         compile(text, filename, "exec", dont_inherit=True)
-    except (cst.ParserSyntaxError, SyntaxError, ValueError):
+    except (cst.ParserSyntaxError, SyntaxError, ValueError, RecursionError, MemoryError):
         return False
     return True
 
 
+def syntax_check(text: str | bytes, filename: str, shift: int = 0) -> None:
+    """CPython's own parser judges the syntax first: it is fast, and LibCST spends time growing with the square of
+    an expression's length on code that does not parse (minutes for a 20,000-term sum) or is nested deeper than
+    CPython compiles (RecursionError, reported by the caller)."""
+    try:
+        ast.parse(text, filename)
+    except SyntaxError as exc:
+        raise MigratorError(f"{filename}:{exc.lineno or 1}:{(exc.offset or 0) + (exc.lineno == 1) * shift}: "
+                            f"Python syntax error: {exc.msg}") from None
+    except ValueError as exc:  # a NUL byte
+        raise MigratorError(f"{filename}: Python syntax error: {exc}") from None
+
+
+def too_deep(filename: str) -> MigratorError:
+    return MigratorError(f"{filename}: Python code nested too deeply to analyse (CPython's own compiler refuses it "
+                         "too); not checked")
+
+
 def check_text(text: str, filename: str, table: Table, options: Any) -> list[Diagnostic]:
+    try:
+        return _check_text(text, filename, table, options)
+    except (RecursionError, MemoryError):
+        raise too_deep(filename) from None
+
+
+def _check_text(text: str, filename: str, table: Table, options: Any) -> list[Diagnostic]:
     shift = 1 if text.startswith(BOM) else 0  # LibCST drops a BOM; columns on row 1 move by one
     text = text.removeprefix(BOM)
+    syntax_check(text, filename, shift)
     if MARKER not in text:
-        try:
-            ast.parse(text, filename)
-        except SyntaxError as exc:
-            raise MigratorError(f"{filename}:{exc.lineno or 1}:{(exc.offset or 0) + (exc.lineno == 1) * shift}: "
-                                f"Python syntax error: {exc.msg}") from None
         return []
     try:
         module = cst.parse_module(text)
@@ -75,11 +96,9 @@ def comment_starts(text: str, filename: str, wanted: set[int]) -> dict[int, int]
             if token.type == tokenize.COMMENT and token.start[0] in wanted:
                 row, column = token.start
                 starts[row] = column + 1 + (shift if row == 1 else 0)
-    except (tokenize.TokenError, SyntaxError):
+    except (tokenize.TokenError, SyntaxError, RecursionError):
         return None
     return starts
-
-
 
 
 class _Checker:
