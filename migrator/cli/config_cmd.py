@@ -194,6 +194,9 @@ def config(config_path, paths, emit_python, patch_mode, strip, no_backup, output
         _usage("--diff and --check apply to --patch and --strip")
     if diff and check:
         _usage("--diff and --check cannot be combined")
+    if output_path not in (None, "-") and _same_file(output_path, config_path):
+        _usage(f"-o {output_path}: that is the input config {config_path}; refusing to overwrite it (even with "
+               "--force)")
     table, mapping = _load(config_path, target_spec, source_spec, force)
 
     if mapping.refused:
@@ -227,6 +230,16 @@ def config(config_path, paths, emit_python, patch_mode, strip, no_backup, output
         if (check or diff) and changed and status == 0:
             status = 1
     raise SystemExit(status)
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Do two paths name one file (the same path, a link to it, a hard link)?"""
+    import os
+
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet): only the same resolved path is the same file
+        return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _write_output(text: str, output_path: str | None) -> None:
