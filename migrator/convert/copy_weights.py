@@ -12,7 +12,7 @@ import re
 import threading
 from pathlib import Path
 
-from migrator.convert.chunks import rename_key
+from migrator.convert.chunks import key_renamer
 from migrator.convert.dcp_writer import DcpWriter, none_object_blob, write_file
 from migrator.convert.fileops import check_cancel
 from migrator.convert.plan import Plan
@@ -58,7 +58,7 @@ def write_copied_weights(source: Source, plan: Plan, weights: Path, *, workers: 
 
     overrides = _write_object_overrides(plan, weights)
     assert source.dcp_index is not None
-    write_file(weights / ".metadata", renamed_metadata(source.dcp_index, rename_key, overrides))
+    write_file(weights / ".metadata", renamed_metadata(source.dcp_index, key_renamer(*plan.key_map), overrides))
     return counts
 
 

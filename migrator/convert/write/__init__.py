@@ -1,0 +1,1 @@
+"""Destinations: one module per output format."""
