@@ -179,10 +179,19 @@ def render_plan(plan: Plan, source: Source, options: ConvertOptions, free_bytes:
         lines.append(f"model: {spec.model_class} with {spec.config_class}"
                      + (f" (from {spec.model_id})" if spec.model_id else ""))
         lines.append("config: " + ", ".join(f"{k}={v!r}" for k, v in spec.config_kwargs.items()))
+    if plan.bridge is not None:
+        bridge = plan.bridge
+        releases = bridge.releases[0] if len(bridge.releases) == 1 else f"{bridge.releases[0]}..{bridge.releases[-1]}"
+        lines.append(f"model: {bridge.provider} for Megatron-Bridge {releases} (architecture from {bridge.origin}); "
+                     f"output: {options.output_path}/iter_{options.iteration:07d}/")
+        lines.append("config: " + ", ".join(f"{k}={v!r}" for k, v in bridge.model.items() if k != "_target_"))
     if plan.tokenizer is not None:
         files = ", ".join(sorted(plan.tokenizer.files)) or "none"
         lines.append(f"tokenizer: {plan.tokenizer.class_path} (files: {files})")
-    lines.append("tensors (NeMo 1.0 key -> NeMo 2.0 key, shape, dtype, bytes, chunks):")
+    if plan.bridge is None:
+        lines.append("tensors (NeMo 1.0 key -> NeMo 2.0 key, shape, dtype, bytes, chunks):")
+    else:
+        lines.append("tensors (Megatron-Bridge key, shape, dtype, bytes, chunks):")
     width = max((len(t.new_key) for t in plan.tensors), default=0)
     for t in plan.tensors:
         dtype = t.dtype if t.dtype == t.source_dtype else f"{t.source_dtype} -> {t.dtype}"
