@@ -100,6 +100,8 @@ def _bridge_side(source: Source, options: ConvertOptions, warn: Warn):
             tokenizer = context_tokenizer(source.path, source.context.tokenizer)
     else:
         values = nemo1_arch.mamba_fields(source.model_config) if mamba else nemo1_arch.gpt_fields(source.model_config)
+        if mamba:  # NeMo 1.0's Mamba model takes its MLP activation from `activation` like GPT (default gelu)
+            values["activation_func"] = nemo1_arch.activation(source.model_config)[0]
         input_dir = options.input_path if options.input_path.is_dir() else options.input_path.parent
         tokenizer = resolve_tokenizer(source.model_config, source.read_member, *tokenizer_flags, input_dir=input_dir)
     yaml_name = source.model_config_origin or "model_config.yaml"

@@ -281,3 +281,26 @@ def test_verify_finds_what_bridge_needs(tmp_path: Path) -> None:
     text = "\n".join(report.lines())
     assert not report.ok
     assert "no content_metadata" in text and "latest_train_state.pt: step 4, but the checkpoint is iter_0000000" in text
+
+
+def test_hybrid_mamba_gets_mamba_model_provider_with_nemo1s_activation(tmp_path: Path) -> None:
+    """No NemotronH fixture exists: NeMo's own Mamba config and a synthetic index (as test_architecture does)."""
+    from migrator.convert import nemo1_arch, shapes
+    from migrator.convert.model.bridge_models import load_bridge_table
+    from migrator.convert.model.bridge_spec import build_bridge_spec
+    from tests.convert.test_architecture import mamba_case
+
+    cfg, tensors = mamba_case("M*M-")
+    values = nemo1_arch.mamba_fields(cfg)
+    values["activation_func"] = nemo1_arch.activation(cfg)[0]
+    facts = shapes.check_mamba(values, tensors)
+    table = load_bridge_table()
+    spec = build_bridge_spec("mamba", values, facts.padded_vocab_size, facts.source_dtype, "keep", None,
+                             tmp_path / "iter_0000000", table, table.span(None), lambda m: None)
+    model = spec.model
+    assert model["_target_"] == "megatron.bridge.models.mamba.mamba_provider.MambaModelProvider"
+    assert (model["hybrid_override_pattern"], model["num_layers"], model["mamba_num_groups"], model["vocab_size"]) \
+        == ("M*M-", 4, 2, 256)
+    # NeMo 1.0's MegatronMambaModel takes `activation` (default gelu) like GPT; NeMo 2.0's NemotronH preset differs
+    assert model["activation_func"] == {"_target_": "torch.nn.functional.gelu", "_call_": False}
+    assert "rotary_base" not in model and "num_moe_experts" not in model

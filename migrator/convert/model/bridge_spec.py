@@ -47,7 +47,7 @@ FP8_FIELDS = ("fp8", "fp8_margin", "fp8_interval", "fp8_amax_history_len", "fp8_
 MAMBA_FIELDS = (
     "num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads", "num_query_groups", "kv_channels",
     "seq_length", "vocab_size", "should_pad_vocab", "make_vocab_size_divisible_by", "position_embedding_type",
-    "normalization", "layernorm_epsilon", "add_bias_linear", "gated_linear_unit",
+    "normalization", "layernorm_epsilon", "add_bias_linear", "activation_func", "gated_linear_unit",
     "share_embeddings_and_output_weights", "hybrid_override_pattern", "mamba_num_groups", "mamba_state_dim",
     "mamba_head_dim", "apply_rope_fusion", "persist_layer_norm", "masked_softmax_fusion", "bias_dropout_fusion",
     "gradient_accumulation_fusion", "init_method_std", "hidden_dropout", "attention_dropout", "bf16", "fp16",
