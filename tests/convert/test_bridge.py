@@ -304,3 +304,18 @@ def test_hybrid_mamba_gets_mamba_model_provider_with_nemo1s_activation(tmp_path:
     # NeMo 1.0's MegatronMambaModel takes `activation` (default gelu) like GPT; NeMo 2.0's NemotronH preset differs
     assert model["activation_func"] == {"_target_": "torch.nn.functional.gelu", "_call_": False}
     assert "rotary_base" not in model and "num_moe_experts" not in model
+
+
+@pytest.mark.parametrize("name", ["tiny_llama_torch_dist", "nemo2:tiny_mixtral_moe"])
+def test_same_dtype_bridge_route_never_imports_torch(tmp_path: Path, name: str) -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from pathlib import Path; from migrator.convert.pipeline import convert; "
+            "from migrator.convert.plan import ConvertOptions; "
+            f"convert(ConvertOptions(Path({str(source_path(name))!r}), Path({str(tmp_path / 'out')!r}), to='bridge'), "
+            "warn=lambda m: None, out=sys.stdout); print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+    assert (tmp_path / "out" / "iter_0000000" / "metadata.json").is_file()
