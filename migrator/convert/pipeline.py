@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, TextIO
 
-from migrator.convert.dcp_writer import write_backend_marker, write_common
-from migrator.convert.fileops import check_cancel
-from migrator.convert.plan import ConvertOptions, Plan, build_plan, render_plan
-from migrator.convert.progress import Progress, make_progress
-from migrator.convert.source import Source, open_source
+from migrator.convert.read.source import Source, open_source
+from migrator.convert.storage.fileops import check_cancel
+from migrator.convert.storage.progress import Progress, make_progress
+from migrator.convert.write.dcp import write_backend_marker, write_common
+from migrator.convert.write.plan import ConvertOptions, Plan, build_plan, render_plan
 from migrator.errors import MigratorError
 
 Warn = Callable[[str], None]
@@ -61,25 +61,27 @@ def _check_paths(options: ConvertOptions) -> None:
 
 
 def _context_side(source: Source, options: ConvertOptions, warn: Warn):
-    """The model spec and tokenizer (helper modules of the context side)."""
-    from migrator.convert.architecture import derive_model_spec
-    from migrator.convert.tokenizer import resolve_tokenizer
+    """The complete model spec (vocab_size reconciled with the tokenizer) and the tokenizer: the context side."""
+    from migrator.convert.model.architecture import derive_model_spec, reconcile_vocab_size
+    from migrator.convert.model.tokenizer import resolve_tokenizer
 
     spec = derive_model_spec(source.model_config, source.tensors, options.model_id, options.dtype, warn)
     input_dir = options.input_path if options.input_path.is_dir() else options.input_path.parent
     tokenizer = resolve_tokenizer(source.model_config, source.read_member, options.tokenizer_path,
                                   options.tokenizer_library, options.tokenizer_vocab_file,
                                   options.tokenizer_model_name, input_dir=input_dir)
+    # decided here, before anything is written, so --dry-run shows the vocab_size the real run writes
+    reconcile_vocab_size(spec, tokenizer.vocab_size, warn)
     return spec, tokenizer
 
 
 def _bridge_side(source: Source, options: ConvertOptions, warn: Warn):
     """The Megatron-Bridge run_config sections (model/bridge_spec.py), the tokenizer and the model's keys."""
-    from migrator.convert import nemo1_arch, shapes
+    from migrator.convert.model import nemo1_arch, shapes
     from migrator.convert.model.bridge_models import load_bridge_table, parse_target
     from migrator.convert.model.bridge_spec import build_bridge_spec
     from migrator.convert.read.nemo2_dir import Nemo2DirSource, context_tokenizer
-    from migrator.convert.tokenizer import resolve_tokenizer
+    from migrator.convert.model.tokenizer import resolve_tokenizer
     from migrator.convert.write.bridge import iter_dir_name
 
     table = load_bridge_table()
@@ -268,9 +270,9 @@ def _write_output(source: Source, plan: Plan, options: ConvertOptions, progress:
             write_bridge_files(partial, plan.bridge, options.iteration)
         else:
             write_common(weights)
-            from migrator.convert.context import write_context
+            from migrator.convert.write.nemo2 import write_context
 
-            write_context(partial / "context", plan.spec, plan.tokenizer, warn)
+            write_context(partial / "context", plan.spec, plan.tokenizer)
             write_backend_marker(weights)
         _fsync_tree(partial)
         check_cancel(cancel)  # the last moment an interrupt still means "no OUT"
@@ -290,11 +292,11 @@ def _write_output(source: Source, plan: Plan, options: ConvertOptions, progress:
 def _write_weights(source: Source, plan: Plan, weights: Path, options: ConvertOptions, progress: Progress,
                    cancel: threading.Event) -> dict[str, int]:
     if plan.mode == "stream":
-        from migrator.convert.stream_weights import write_streamed_weights
+        from migrator.convert.write.stream_route import write_streamed_weights
 
         write_streamed_weights(source, plan, weights, workers=options.workers, progress=progress, cancel=cancel)
         return {}
-    from migrator.convert.copy_weights import write_copied_weights
+    from migrator.convert.write.copy_route import write_copied_weights
 
     return write_copied_weights(source, plan, weights, workers=options.workers, progress=progress, cancel=cancel)
 

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from migrator.convert.chunks import KEY_PREFIX, StoredChunk, StoredObject, key_renamer
-from migrator.convert.dcp_writer import BACKEND_MARKER
-from migrator.convert.extra_state import is_core_attention
-from migrator.convert.fileops import FileSlice, read_exactly, skip
-from migrator.convert.source import Source, open_source
-from migrator.convert.torch_dist import DcpIndex, parse_dcp_metadata
+from migrator.convert.formats.chunks import KEY_PREFIX, StoredChunk, StoredObject, key_renamer
+from migrator.convert.model.extra_state import is_core_attention
+from migrator.convert.read.source import Source, open_source
+from migrator.convert.read.torch_dist import DcpIndex, parse_dcp_metadata, view_torch_chunk
+from migrator.convert.storage.fileops import FileSlice, read_exactly, skip
+from migrator.convert.write.dcp import BACKEND_MARKER
 from migrator.errors import MigratorError
 
 
@@ -98,13 +98,13 @@ def output_kind(output: Path) -> tuple[str, Path]:
         return "bridge", output / iter_dir_name(int(text))
     if output.name.startswith("iter_") and (output / "run_config.yaml").is_file():
         return "bridge", output
-    raise MigratorError(f"{output}: neither a NeMo 2.0 checkpoint (weights/) nor a Megatron-Bridge checkpoint "
-                        "(latest_checkpointed_iteration.txt, iter_<N>/)")
+    raise MigratorError(f"{output}: not a NeMo 2.0 checkpoint (no weights/ folder) nor a Megatron-Bridge checkpoint "
+                        "(no latest_checkpointed_iteration.txt)")
 
 
 def _check_bridge_files(output: Path, weights: Path, report: VerifyReport) -> None:
     """common.pt, run_config.yaml, train_state.pt and the trackers of a Megatron-Bridge checkpoint."""
-    from migrator.convert.model_config import load_model_config
+    from migrator.convert.read.model_config import load_model_config
     from migrator.convert.write.bridge import CONTENT_METADATA, LATEST_TRAIN_STATE, RUN_CONFIG, TRAIN_STATE
 
     iteration = int(weights.name[len("iter_"):]) if weights.name[len("iter_"):].isdigit() else None
@@ -275,11 +275,9 @@ def _decode_source(item: StoredChunk | StoredObject, data: bytearray, what: str)
     torch = _torch()
     if isinstance(item, StoredChunk):
         if item.encoding == "raw":
-            from migrator.convert.zarr_reader import decode_chunk
+            from migrator.convert.read.zarr import decode_chunk
 
             return decode_chunk(item, data)
-        from migrator.convert.stream_weights import view_torch_chunk
-
         return view_torch_chunk(data, item, what)  # a view of `data`, not a second copy
     with torch.serialization.safe_globals([io.BytesIO]):
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)

@@ -285,7 +285,7 @@ def test_verify_finds_what_bridge_needs(tmp_path: Path) -> None:
 
 def test_hybrid_mamba_gets_mamba_model_provider_with_nemo1s_activation(tmp_path: Path) -> None:
     """No NemotronH fixture exists: NeMo's own Mamba config and a synthetic index (as test_architecture does)."""
-    from migrator.convert import nemo1_arch, shapes
+    from migrator.convert.model import nemo1_arch, shapes
     from migrator.convert.model.bridge_models import load_bridge_table
     from migrator.convert.model.bridge_spec import build_bridge_spec
     from tests.convert.test_architecture import mamba_case
@@ -312,7 +312,7 @@ def test_same_dtype_bridge_route_never_imports_torch(tmp_path: Path, name: str) 
     import sys
 
     code = ("import sys; from pathlib import Path; from migrator.convert.pipeline import convert; "
-            "from migrator.convert.plan import ConvertOptions; "
+            "from migrator.convert.write.plan import ConvertOptions; "
             f"convert(ConvertOptions(Path({str(source_path(name))!r}), Path({str(tmp_path / 'out')!r}), to='bridge'), "
             "warn=lambda m: None, out=sys.stdout); print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

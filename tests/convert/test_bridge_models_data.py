@@ -16,7 +16,7 @@ from ruamel.yaml import YAML
 
 from migrator.convert.model.bridge_models import load_bridge_table, parse_target, rules_path
 from migrator.convert.pipeline import convert
-from migrator.convert.plan import ConvertOptions
+from migrator.convert.write.plan import ConvertOptions
 from migrator.errors import MigratorError
 from tests.convert.conftest import NEMO2_REFERENCE, REPO, fixture_nemo, need
 

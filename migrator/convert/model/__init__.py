@@ -1,1 +1,2 @@
-"""Architecture derivation and checks."""
+"""The model side: architecture derivation and shape checks, model ids and presets, the model spec, extra state,
+the tokenizer."""

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from migrator.convert.chunks import CAST_TARGETS
+from migrator.convert.formats.chunks import CAST_TARGETS
 from migrator.convert.model.bridge_models import TARGET_KEY, BridgeTable, Release
-from migrator.convert.spec import TokenizerSpec
+from migrator.convert.model.spec import TokenizerSpec
 from migrator.errors import MigratorError
 
 Warn = Callable[[str], None]
@@ -155,7 +155,7 @@ def tokenizer_section(tokenizer: TokenizerSpec, iter_dir: Path) -> tuple[dict[st
     `iter_dir` is where the iteration folder will finally be; the tokenizer path is absolute, as Bridge's own
     checkpoints record it (Bridge's SentencePiece builder opens the path as given, relative to the working folder).
     """
-    from migrator.convert.tokenizer import HF_AUTO, SENTENCEPIECE
+    from migrator.convert.model.tokenizer import HF_AUTO, SENTENCEPIECE
 
     folder = Path(os.path.abspath(iter_dir)) / TOKENIZER_DIR
     kwargs = tokenizer.kwargs

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from migrator.convert.fileops import FileSlice, copy_file, link_or_copy
-from migrator.convert.model_config import load_model_config
-from migrator.convert.source import Source
-from migrator.convert.spec import TokenizerSpec
-from migrator.convert.torch_dist import parse_dcp_metadata
+from migrator.convert.storage.fileops import FileSlice, copy_file, link_or_copy
+from migrator.convert.read.model_config import load_model_config
+from migrator.convert.read.source import Source
+from migrator.convert.model.spec import TokenizerSpec
+from migrator.convert.read.torch_dist import parse_dcp_metadata
 from migrator.errors import MigratorError
 
 WEIGHTS = "weights"
@@ -69,8 +69,8 @@ def _read_model_yaml(path: Path) -> Nemo2Context:
 
 
 def _read_io_json(path: Path) -> Nemo2Context:
-    from migrator.convert.models import load_model_table
-    from migrator.convert.nemo2_reference import read_reference_model
+    from migrator.convert.model.models import load_model_table
+    from migrator.convert.read.nemo2_context import read_reference_model
 
     ref = read_reference_model(path)
     preset = load_model_table().preset(ref.config_class)
@@ -117,7 +117,7 @@ def read_context(root: Path) -> Nemo2Context:
 
 def context_tokenizer(root: Path, tokenizer: dict[str, Any] | None) -> TokenizerSpec:
     """The tokenizer `context/` holds, as the TokenizerSpec the writers take (files read from `context/`)."""
-    from migrator.convert.tokenizer import HF_AUTO, HF_DIR_NAME, SENTENCEPIECE, hf_vocab_size, sentencepiece_piece_count
+    from migrator.convert.model.tokenizer import HF_AUTO, HF_DIR_NAME, SENTENCEPIECE, hf_vocab_size, sentencepiece_piece_count
 
     context = root / CONTEXT
     if tokenizer is None:
@@ -225,7 +225,7 @@ class Nemo2DirSource(Source):
                  "the output holds the model only")
 
     def file(self, name: str) -> Path:
-        from migrator.convert.source import normalize_member_name
+        from migrator.convert.read.source import normalize_member_name
 
         safe = normalize_member_name(name, str(self.path))
         if safe is None or not safe.startswith((WEIGHTS + "/", CONTEXT + "/")):

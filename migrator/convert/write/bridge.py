@@ -22,10 +22,10 @@ import shutil
 import struct
 from pathlib import Path
 
-from migrator.convert.context import write_tokenizer_files, yaml_text
-from migrator.convert.dcp_writer import write_backend_marker, write_file
+from migrator.convert.write.nemo2 import write_tokenizer_files, yaml_text
+from migrator.convert.write.dcp import write_backend_marker, write_file
 from migrator.convert.model.bridge_spec import BridgeSpec, run_config
-from migrator.convert.torch_save_format import write_plain, write_scalar_tensors
+from migrator.convert.formats.torch_save_format import write_plain, write_scalar_tensors
 from migrator.errors import MigratorError
 
 CHECKPOINT_VERSION = 3.0
