@@ -319,3 +319,19 @@ def test_same_dtype_bridge_route_never_imports_torch(tmp_path: Path, name: str) 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
     assert (tmp_path / "out" / "iter_0000000" / "metadata.json").is_file()
+
+
+def test_strict_refuses_keys_the_bridge_model_does_not_have(tmp_path: Path, make_nemo) -> None:
+    tensors = factory.tiny_llama_tensors()
+    tensors["model.decoder.layers.self_attention.linear_proj.extra_scale"] = torch.ones(2, 64, dtype=torch.bfloat16)
+    nemo = make_nemo(tensors)
+    out = tmp_path / "out"
+    result = convert_bridge(nemo, out, "--strict")
+    assert_one_line_error(result, "decoder.layers.self_attention.linear_proj.extra_scale: not a key of "
+                                  "GPTModelProvider")
+    assert_nothing_written(out)
+    lenient = convert_bridge(nemo, out)
+    assert lenient.returncode == 0, lenient.stderr
+    assert ("warning: decoder.layers.self_attention.linear_proj.extra_scale: not a key of GPTModelProvider; carried"
+            in lenient.stderr)
+    assert verify_checkpoint(out, nemo).ok
