@@ -248,7 +248,7 @@ def test_bad_bridge_requests_exit_2_with_one_line(tmp_path: Path, case: str, mak
         fragment = "unknown release '0.9' (known: 0.2, 0.3, 0.4, 0.5, 0.6)"
     elif case == "other_target":
         result = convert_bridge(nemo, out, "--target", "nemo=2.3")
-        fragment = "convert --to bridge takes megatron-bridge=X"
+        fragment = "names a NeMo release, but the destination is Megatron-Bridge (--to bridge)"
     else:
         config = llama_config_text.replace("library: sentencepiece", "library: tiktoken")
         result = convert_bridge(make_nemo(config=config), out)

@@ -95,14 +95,16 @@ def test_provider_classes_exist_in_every_release() -> None:
                                            ("megatron-bridge=0.3", ["0.3"]),
                                            ("megatron-bridge=0.3..0.5", ["0.3", "0.4", "0.5"]),
                                            ("megatron-bridge=0.5..", ["0.5", "0.6"]),
-                                           ("megatron-bridge=..0.2", ["0.2"])])
+                                           ("megatron-bridge=..0.2", ["0.2"]),
+                                           ("megatron-bridge=0.4,megatron-core=0.17", ["0.4"]),
+                                           ("megatron-core=0.16", ["0.2", "0.3", "0.4", "0.5", "0.6"])])
 def test_target_spans(text: str | None, expected: list[str]) -> None:
     assert [r.name for r in load_bridge_table().span(parse_target(text))] == expected
 
 
 @pytest.mark.parametrize("text,message", [("megatron-bridge=0.6..0.3", "0.6 is newer than 0.3"),
                                           ("megatron-bridge=1.0", "unknown release '1.0'"),
-                                          ("megatron-core=0.16", "takes megatron-bridge=X")])
+                                          ("nemo=2.3", "names a NeMo release")])
 def test_bad_targets(text: str, message: str) -> None:
     with pytest.raises(MigratorError, match=re.escape(message)):
         load_bridge_table().span(parse_target(text))

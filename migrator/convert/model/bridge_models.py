@@ -62,17 +62,15 @@ class BridgeTable:
 def parse_target(text: str | None) -> str | None:
     """The `megatron-bridge=` part of `--target` ("megatron-bridge=0.3", "megatron-bridge=0.3..0.6"), or None.
 
-    The release names themselves are checked by `BridgeTable.span`."""
+    The syntax is the one `lint`/`migrate-config --to bridge` take (`migrator.versions.parse_version_set`; a
+    `megatron-core=` part is accepted and does not matter to a checkpoint); the release names are checked by
+    `BridgeTable.span`, where X..Y spans release lines."""
+    from migrator.versions import parse_version_set
+
     if text is None or not text.strip():
         return None
-    found = None
-    for part in text.split(","):
-        key, sep, value = part.strip().partition("=")
-        if not sep or key.strip() != TARGET_KEY or not value.strip():
-            raise MigratorError(f"--target {text}: convert --to bridge takes {TARGET_KEY}=X or {TARGET_KEY}=X..Y "
-                                "(Megatron-Bridge release lines, e.g. 0.3 or 0.3..0.6)")
-        found = value.strip()
-    return found
+    value = parse_version_set(text, option="--target", bridge=True).get(TARGET_KEY)
+    return str(value).strip() if value is not None else None
 
 
 def rules_path() -> Path:
