@@ -66,7 +66,7 @@ def _deep_python(tmp: Path, terms: int) -> Path:
     return path
 
 
-def test_a_3000_term_expression_is_one_line_in_lint_and_patch(tmp_path, files):
+def test_a_3000_term_expression_is_one_line_in_lint_and_patch(tmp_path, files):  # a RecursionError traceback
     path = _deep_python(tmp_path, 3000)
     before = path.read_bytes()
     proc = run_cli("lint", str(path))
@@ -149,10 +149,12 @@ def test_lint_reads_only_regular_files(tmp_path):
     proc = _run_limited("lint", str(fifo), timeout=30)
     assert proc.returncode == 2
     one_error_line(proc, "pipe.yaml", "named pipe")
-    # a folder walk skips them, and still lints the real file beside them
+    # a folder walk reports each of them in one line and still lints the real file beside them
     (tmp_path / "real.yaml").write_text(CONFIG)
     proc = _run_limited("lint", "--exit-zero", str(tmp_path), timeout=30)
-    assert proc.returncode == 0 and "1 file" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "in 1 file." in proc.stdout, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and "zero.yaml: is a character device" in proc.stderr
+    assert "pipe.yaml: is a named pipe" in proc.stderr
 
 
 BILLION_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
@@ -201,7 +203,7 @@ def test_a_50_mb_config_is_refused_before_parsing(tmp_path):
     ("num_layers: 2\n? {a: 1}\n: 1\n", "must be a scalar"),
 ])
 def test_model_config_yaml_bounds_and_shapes_are_one_line(text, needle):
-    from migrator.convert.model_config import load_model_config
+    from migrator.convert.read.model_config import load_model_config
     from migrator.errors import MigratorError
 
     with pytest.raises(MigratorError, match=needle):
@@ -209,7 +211,7 @@ def test_model_config_yaml_bounds_and_shapes_are_one_line(text, needle):
 
 
 def test_model_config_size_is_checked_before_decoding():
-    from migrator.convert.model_config import load_model_config
+    from migrator.convert.read.model_config import load_model_config
     from migrator.errors import MigratorError
     from migrator.yaml import bounds
 

@@ -7,10 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from migrator.cli.options import resolve_source, resolve_target
+from migrator.cli.options import resolve_lint_targets, resolve_source
 from migrator.engine.fixes import apply_edits
 from migrator.engine.runner import LintOptions, check_text
+from migrator.engine.diagnostics import FileResult
 from migrator.engine.table import Example, load_table
+from migrator.errors import MigratorError
+from migrator.output.common import unreadable_diagnostic
 
 TABLE = load_table()
 CONFIGS = Path(tempfile.mkdtemp(prefix="nm-example-configs-"))
@@ -26,11 +29,15 @@ def _config_file(text: str | None) -> Path | None:
 
 
 def _lint(example: Example):
-    options = LintOptions(target=resolve_target(example.target), source=resolve_source(
+    target, bridge_target = resolve_lint_targets(example.target)
+    options = LintOptions(target=target, bridge_target=bridge_target, source=resolve_source(
         f"nemo={example.source_release}" if example.source_release else None),
         config_path=_config_file(example.config))
     filename = "example.py" if example.lang == "python" else "example.yaml"
-    diagnostics, _ = check_text(example.source, filename, TABLE, options)
+    try:
+        diagnostics, _ = check_text(example.source, filename, TABLE, options)
+    except MigratorError as exc:  # NM002: what the json format reports for a file that could not be linted
+        return [unreadable_diagnostic(FileResult(filename=filename, error=str(exc)))]
     return diagnostics
 
 

@@ -68,9 +68,11 @@ class _Interrupts:
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("--input_path", "--input-path", "input_path", required=True, type=click.Path(path_type=Path),
               help="NeMo 1.0 checkpoint: a .nemo file (tar, plain or gzip), an extracted .nemo folder, or a "
-                   "model_weights/ folder (then also --model_config and the tokenizer flags).")
+                   "model_weights/ folder (then also --model_config and the tokenizer flags). With --to bridge "
+                   "also a NeMo 2.0 checkpoint directory (weights/ and context/).")
 @click.option("--output_path", "--output-path", "output_path", required=True, type=click.Path(path_type=Path),
-              help="NeMo 2.0 checkpoint directory to write (weights/ and context/).")
+              help="NeMo 2.0 checkpoint directory to write (weights/ and context/), or with --to bridge a "
+                   "Megatron-Bridge checkpoint root (iter_<N>/ and its trackers).")
 @click.option("--model_id", "--model-id", "model_id", default=None,
               help="One of the model ids of NeMo's converter (chooses the NeMo 2.0 model and config classes), or "
                    "a path to a NeMo 2.0 checkpoint. The architecture itself comes from model_config.yaml. "
@@ -105,11 +107,22 @@ class _Interrupts:
               is_flag=True,
               help="Write Transformer Engine's core_attention._extra_state as empty (NeMo's converter behaviour) "
                    "instead of carrying it.")
+@click.option("--to", "to", type=click.Choice(["nemo2", "bridge"]), default="nemo2", show_default=True,
+              help="Destination: a NeMo 2.0 checkpoint directory, or a Megatron-Bridge checkpoint (which Bridge's "
+                   "load_megatron_model and its training loader read; from a .nemo or a NeMo 2.0 directory).")
+@click.option("--iteration", type=click.IntRange(0, 9_999_999), default=0, show_default=True,
+              help="--to bridge: the iteration the checkpoint is saved at (the iter_<N> folder, the step in "
+                   "train_state.pt).")
+@click.option("--target", "target", default=None, metavar="megatron-bridge=X[..Y]",
+              help="--to bridge: the Megatron-Bridge release lines the checkpoint must load in (e.g. "
+                   "megatron-bridge=0.3, or 0.3..0.6); every class and field written is checked to exist in each "
+                   "of their tags. Default: every known release.")
 def convert(**kwargs: object) -> None:
-    """Convert a NeMo 1.0 .nemo checkpoint into a NeMo 2.0 checkpoint directory (CPU only, no model built)."""
-    from migrator.convert.fileops import Cancelled
+    """Convert a NeMo 1.0 .nemo checkpoint into a NeMo 2.0 checkpoint directory (CPU only, no model built), or
+    (--to bridge) a .nemo or NeMo 2.0 checkpoint into a Megatron-Bridge checkpoint."""
     from migrator.convert.pipeline import convert as run_convert
-    from migrator.convert.plan import ConvertOptions
+    from migrator.convert.storage.fileops import Cancelled
+    from migrator.convert.write.plan import ConvertOptions
 
     options = ConvertOptions(**kwargs)  # type: ignore[arg-type]
     cancel = threading.Event()
@@ -126,10 +139,16 @@ def convert(**kwargs: object) -> None:
         plan = result.plan
         how = {"copy": "data files copied, index rewritten", "link": "data files hard-linked, index rewritten",
                "stream": "streamed chunk by chunk"}[plan.mode]
+        if plan.bridge is not None:
+            how += f"; {plan.bridge.provider.rsplit('.', 1)[-1]} for Megatron-Bridge {_span(plan.bridge.releases)}"
         if plan.mode == "link" and result.files.get("copy"):
             how += f" ({result.files['copy']} copied: not on the input's file system)"
         click.echo(f"nemo-migrate: wrote {result.output}: {len(plan.tensors)} tensors, {len(plan.objects)} sharded "
                    f"objects ({how})")
+
+
+def _span(releases: list[str]) -> str:
+    return releases[0] if len(releases) == 1 else f"{releases[0]}..{releases[-1]}"
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -138,12 +157,28 @@ def convert(**kwargs: object) -> None:
               help="The NeMo 1.0 checkpoint OUTPUT was converted from: compare every tensor and object with it.")
 @click.option("--model_config", "--model-config", "model_config", default=None, type=click.Path(path_type=Path),
               help="model_config.yaml for a bare model_weights/ folder given as --against.")
-def verify(output: Path, against: Path | None, model_config: Path | None) -> None:
-    """Check a converted NeMo 2.0 checkpoint: layout, index, every tensor readable (and equal to --against)."""
+@click.option("--load", "load", is_flag=True,
+              help="Also build the model the output's config describes with megatron-core (CPU, local layer spec) "
+                   "and load the checkpoint into it strictly (needs the [verify] extra).")
+@click.option("--tokens", "tokens", default=None, metavar="IDS",
+              help='With --load: token ids ("1 2 3") for a forward pass; prints a checksum of the logits.')
+def verify(output: Path, against: Path | None, model_config: Path | None, load: bool, tokens: str | None) -> None:
+    """Check a converted checkpoint: layout, index, every tensor readable (and equal to --against); with --load,
+    that megatron-core loads it into the model its config describes."""
     from migrator.convert.verify import verify_checkpoint
 
+    token_ids = None
+    if tokens is not None:
+        if not load:
+            _fail("--tokens needs --load")
+        try:
+            token_ids = [int(t) for t in tokens.replace(",", " ").split()]
+        except ValueError:
+            _fail(f"--tokens {tokens!r}: not a list of token ids (integers separated by spaces)")
+        if not token_ids:
+            _fail("--tokens: no token ids given")
     try:
-        report = verify_checkpoint(output, against, model_config)
+        report = verify_checkpoint(output, against, model_config, load=load, tokens=token_ids)
     except MigratorError as error:
         _fail(str(error))
     except KeyboardInterrupt:

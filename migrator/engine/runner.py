@@ -14,9 +14,7 @@ from migrator.engine.suppression import IGNORE_COMMENT, NOQA_COMMENT, Suppressio
 from migrator.engine.table import Table
 from migrator.engine.unused_suppression import unused_suppressions
 from migrator.errors import MigratorError
-from migrator.versions import Source, Target
-
-SKIP_DIRS = frozenset({".git", ".hg", ".svn", ".venv", "venv", "__pycache__", "node_modules", ".tox", ".mypy_cache"})
+from migrator.versions import BridgeTarget, Source, Target
 
 
 @dataclass
@@ -25,6 +23,7 @@ class LintOptions:
     source: Source = field(default_factory=Source)
     selection: Selection = field(default_factory=Selection)
     config_path: Path | None = None  # the NeMo 1.0 YAML a Python file was migrated from (consistency rules)
+    bridge_target: BridgeTarget | None = None  # Megatron-Bridge code and YAML (NM2xx); None: the newest release
     # from the project configuration (migrator.engine.project), applied per file by `for_file`
     per_file_ignores: tuple[tuple[str, tuple[str, ...]], ...] = ()
     pairs: tuple[tuple[str, str], ...] = ()  # (YAML config, Python script), relative to `root`
@@ -60,7 +59,7 @@ class Language:
 LANGUAGES: list[Language] = [
     Language("yaml", (".yaml", ".yml"), "migrator.yaml.lint:check_text", "migrator.yaml.lint:parses",
              (IGNORE_COMMENT,), "migrator.yaml.lint:comment_starts"),
-    Language("python", (".py",), "migrator.python.lint:check_text", "migrator.python.lint:parses",
+    Language("python", (".py",), "migrator.python.check:check_text", "migrator.python.lint:parses",
              (IGNORE_COMMENT, NOQA_COMMENT), "migrator.python.lint:comment_starts"),
 ]
 
@@ -78,19 +77,20 @@ def all_suffixes() -> tuple[str, ...]:
 
 def discover(paths: Iterable[str], suffixes: tuple[str, ...], excluded: Callable[[str], bool] | None = None,
              force_exclude: bool = False) -> Iterator[tuple[str, str | None]]:
-    """Yield (path, None) for each file to lint, or (path, error) for a path that cannot be linted. Files found by
-    walking a folder are skipped when `excluded` says so; paths named explicitly only with `force_exclude`."""
+    """Yield (path, None) for each file to lint, or (path, error) for a path that cannot be linted. A folder is walked
+    as ruff walks (`migrator.engine.walk`: .gitignore, hidden folders, virtual environments); files found there are
+    skipped when `excluded` says so, paths named explicitly only with `force_exclude`."""
     for raw in paths:
         path = Path(raw)
         if force_exclude and excluded is not None and excluded(raw):
             continue
         if path.is_dir():
-            found = False
-            for child in sorted(path.rglob("*")):
-                if child.is_file() and child.suffix in suffixes and not SKIP_DIRS & set(child.parts):
-                    found = True
-                    if excluded is None or not excluded(str(child)):
-                        yield str(child), None
+            from migrator.engine.walk import walk
+
+            found = walk(raw, suffixes)
+            for child in found:
+                if excluded is None or not excluded(child):
+                    yield child, None
             if not found:
                 yield raw, f"{raw}: directory holds no {'/'.join(suffixes)} file"
         elif path.exists():

@@ -1,0 +1,441 @@
+"""Open the input of `convert`: a `.nemo` tar (plain or compressed), an extracted `.nemo` folder, or a bare
+`model_weights/` folder plus `--model_config`.
+
+Whatever the form, a `Source` gives the parsed `model_config.yaml`, the checkpoint backend (torch_dist or zarr),
+the tensors (NeMo 1.0 keys), where each chunk and sharded object is stored, and access to members by name
+(tokenizer artifacts). Nothing is extracted to a temporary folder: an uncompressed tar is read in place (member
+data sits at known offsets), a compressed tar is read as a stream (small members cached on a first pass, data
+streamed on a second), and a folder is read directly.
+
+Tar members are checked before anything is read: no absolute names, no `..`, no links, devices or FIFOs, no
+duplicate names. Every problem is a one-line MigratorError naming the file, member or key.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+import zlib
+from pathlib import Path
+from typing import Any, BinaryIO, Iterable, Iterator
+
+from migrator.convert.formats.chunks import StoredChunk, StoredObject
+from migrator.convert.formats.types import TensorInfo
+from migrator.convert.read.model_config import load_model_config
+from migrator.convert.read.torch_dist import DcpIndex, parse_dcp_metadata
+from migrator.convert.read.zarr import ZarrArray, build_zarr_index, is_zarr_chunk_member, parse_zarray
+from migrator.convert.storage.fileops import FileSlice, copy_file, copy_range, copy_stream, link_or_copy
+from migrator.errors import MigratorError
+
+WEIGHTS_DIR = "model_weights"
+CONFIG_MEMBER = "model_config.yaml"
+BACKEND_FILE = f"{WEIGHTS_DIR}/metadata.json"
+DCP_INDEX = f"{WEIGHTS_DIR}/.metadata"
+SMALL_MEMBER_LIMIT = 256 << 20  # a compressed tar's non-data members up to this size are kept in memory
+_DECOMPRESSION_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError)
+
+
+def is_data_member(name: str) -> bool:
+    """Bulk tensor data (read as a stream, never cached): torch_dist `.distcp` files and zarr chunk files."""
+    if not name.startswith(WEIGHTS_DIR + "/"):
+        return False
+    relative = name[len(WEIGHTS_DIR) + 1:]
+    return (("/" not in relative and relative.endswith(".distcp")) or is_zarr_chunk_member(relative))
+
+
+def normalize_member_name(raw: str, archive: str) -> str | None:
+    """The member's name relative to the archive root, or None for the root itself; refuses unsafe names."""
+    name = raw
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        raise MigratorError(f"{archive}: member {raw!r} has an absolute name; refusing to read the archive")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise MigratorError(f"{archive}: member {raw!r} points outside the archive ('..'); refusing to read it")
+    return "/".join(parts) or None
+
+
+class Source:
+    """A NeMo 1.0 checkpoint to convert. Subclasses supply member access; this class reads the weights' index."""
+
+    kind: str = ""
+    random_access: bool = True
+    linkable: bool = False  # members are plain files that --link can hard-link
+    key_prefix: str = "model."  # the prefix of the model's keys in this kind of checkpoint
+    key_origin: str = "NeMo 1.0"
+    dropped_bytes: int = 0  # bytes of stored state in the data files that is not converted (NeMo 2.0 optimizer)
+    dropped_what: str = ""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.members: dict[str, int] = {}  # regular-file members: name -> size
+        self.model_config: dict[str, Any] = {}
+        self.model_config_origin = ""
+        self.backend = ""
+        self.tensors: dict[str, TensorInfo] = {}
+        self.chunks: dict[str, list[StoredChunk]] = {}
+        self.objects: dict[str, StoredObject] = {}
+        self.dcp_index: DcpIndex | None = None
+
+    # --- member access (subclasses) ---
+    def read_member(self, name: str) -> bytes:
+        raise NotImplementedError
+
+    def open_member(self, name: str) -> BinaryIO:
+        """A seekable read-only stream over one member (random-access sources only)."""
+        raise NotImplementedError
+
+    def copy_member(self, name: str, dest: Path, *, link: bool = False, progress=None, cancel=None) -> str:
+        """Copy (or, where `link` and possible, hard-link) one member to `dest`; returns "copy" or "link"."""
+        raise NotImplementedError
+
+    def iter_members(self, names: Iterable[str]) -> Iterator[tuple[str, BinaryIO]]:
+        """Yield (name, stream) for the wanted members. Random-access sources follow the given order; a
+        compressed tar yields them in archive order, and each stream is valid only until the next item."""
+        for name in names:
+            stream = self.open_member(name)
+            try:
+                yield name, stream
+            finally:
+                stream.close()
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "Source":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- shared reading ---
+    def member_names(self) -> list[str]:
+        return sorted(self.members)
+
+    def has_member(self, name: str) -> bool:
+        return name in self.members
+
+    def describe(self, name: str) -> str:
+        """How errors name a member: "<input>: <member>" (a folder's members are files under it)."""
+        return f"{self.path}: {name}"
+
+    def _load_config(self, model_config_path: Path | None) -> None:
+        if model_config_path is not None:
+            try:
+                text = model_config_path.read_bytes()
+            except OSError as error:
+                raise MigratorError(f"{model_config_path}: cannot read the model config ({error.strerror})") from None
+            self.model_config = load_model_config(text, str(model_config_path))
+            self.model_config_origin = str(model_config_path)
+            return
+        if not self.has_member(CONFIG_MEMBER):
+            raise MigratorError(f"{self.path}: no {CONFIG_MEMBER} member (is this a NeMo 1.0 .nemo?)")
+        self.model_config = load_model_config(self.read_member(CONFIG_MEMBER), self.describe(CONFIG_MEMBER))
+        self.model_config_origin = CONFIG_MEMBER
+
+    def _load_weights_index(self) -> None:
+        if not self.has_member(BACKEND_FILE):
+            legacy = [n for n in self.members if n.endswith("model_weights.ckpt")]
+            if legacy:
+                raise MigratorError(f"{self.describe(legacy[0])}: a legacy (non-distributed) checkpoint; NeMo 2.0 "
+                                    "loads only distributed checkpoints (convert it with NeMo's "
+                                    "convert_gpt_nemo_to_mcore.py first)")
+            raise MigratorError(f"{self.describe(BACKEND_FILE)}: missing (no distributed checkpoint in "
+                                f"{WEIGHTS_DIR}/)")
+        try:
+            backend = json.loads(self.read_member(BACKEND_FILE))
+        except ValueError as error:
+            raise MigratorError(f"{self.describe(BACKEND_FILE)}: not valid JSON ({error})") from None
+        self.backend = backend.get("sharded_backend") if isinstance(backend, dict) else None
+        if self.backend == "torch_dist":
+            self._index_torch_dist()
+        elif self.backend == "zarr":
+            self._index_zarr()
+        else:
+            raise MigratorError(f"{self.describe(BACKEND_FILE)}: unsupported sharded_backend {self.backend!r} "
+                                "(supported: torch_dist, zarr)")
+
+    def _index_torch_dist(self) -> None:
+        if not self.has_member(DCP_INDEX):
+            raise MigratorError(f"{self.describe(DCP_INDEX)}: missing (a torch_dist checkpoint needs its index)")
+        index = parse_dcp_metadata(self.read_member(DCP_INDEX), self.describe(DCP_INDEX), WEIGHTS_DIR)
+        for key, chunks in index.chunks.items():
+            for chunk in chunks:
+                self._check_range(chunk.member, chunk.byte_offset + chunk.byte_length, key)
+        for key, obj in index.objects.items():
+            self._check_range(obj.member, obj.byte_offset + obj.byte_length, key)
+        self.dcp_index = index
+        self.tensors, self.chunks, self.objects = index.tensors, index.chunks, index.objects
+
+    def _check_range(self, member: str, end: int, key: str) -> None:
+        size = self.members.get(member)
+        if size is None:
+            raise MigratorError(f"{self.describe(member)}: missing (the index stores {key} there)")
+        if end > size:
+            raise MigratorError(f"{self.describe(member)}: truncated ({size} bytes; {key} needs bytes up to {end})")
+
+    def _index_zarr(self) -> None:
+        arrays: dict[str, ZarrArray] = {}
+        prefix = WEIGHTS_DIR + "/"
+        for name in self.members:
+            if name.startswith(prefix) and name.endswith("/.zarray") and name.count("/") == 2:
+                key = name[len(prefix):-len("/.zarray")]
+                arrays[key] = parse_zarray(self.read_member(name), key, self.describe(name))
+        index = build_zarr_index(arrays, self.members, WEIGHTS_DIR)
+        self.tensors, self.chunks, self.objects = index.tensors, index.chunks, index.objects
+
+    @property
+    def data_members(self) -> list[str]:
+        """Members holding tensor or object data, in the order a sequential reader meets them (by name)."""
+        names = {c.member for cs in self.chunks.values() for c in cs} | {o.member for o in self.objects.values()}
+        return sorted(names)
+
+
+class TarSource(Source):
+    """An uncompressed `.nemo` tar, read in place: each member's data is a byte range of the tar file."""
+
+    kind = "tar"
+
+    def __init__(self, path: Path, model_config_path: Path | None) -> None:
+        super().__init__(path)
+        self._ranges: dict[str, tuple[int, int]] = {}
+        archive_size = path.stat().st_size
+        try:
+            with tarfile.open(path, "r:") as archive:
+                for info in archive:
+                    self._add(info, archive_size)
+        except tarfile.TarError as error:
+            raise MigratorError(f"{path}: not a readable tar archive ({error})") from None
+        self._fd = os.open(path, os.O_RDONLY)
+        self._load_config(model_config_path)
+        self._load_weights_index()
+
+    def _add(self, info: tarfile.TarInfo, archive_size: int) -> None:
+        name = normalize_member_name(info.name, str(self.path))
+        if name is None:
+            return
+        _check_member_type(info, str(self.path))
+        if info.isdir():
+            return
+        if name in self.members:
+            raise MigratorError(f"{self.path}: member {name!r} appears twice; refusing an ambiguous archive")
+        if info.offset_data + info.size > archive_size:
+            raise MigratorError(f"{self.describe(name)}: truncated archive ({info.size} bytes declared, "
+                                f"{max(0, archive_size - info.offset_data)} present)")
+        self.members[name] = info.size
+        self._ranges[name] = (info.offset_data, info.size)
+
+    def _range(self, name: str) -> tuple[int, int]:
+        if name not in self._ranges:
+            raise MigratorError(f"{self.path}: no member {name!r}")
+        return self._ranges[name]
+
+    def read_member(self, name: str) -> bytes:
+        offset, size = self._range(name)
+        data = os.pread(self._fd, size, offset)
+        if len(data) != size:
+            raise MigratorError(f"{self.describe(name)}: truncated archive")
+        return data
+
+    def open_member(self, name: str) -> BinaryIO:
+        offset, size = self._range(name)
+        return FileSlice(self.path, offset, size)  # type: ignore[return-value]
+
+    def copy_member(self, name: str, dest: Path, *, link: bool = False, progress=None, cancel=None) -> str:
+        offset, size = self._range(name)
+        try:
+            copy_range(self._fd, offset, size, dest, progress=progress, cancel=cancel)
+        except EOFError:
+            raise MigratorError(f"{self.describe(name)}: truncated archive") from None
+        return "copy"
+
+    def close(self) -> None:
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class CompressedTarSource(Source):
+    """A compressed (gzip, bz2, xz) `.nemo`: read strictly sequentially, twice.
+
+    Pass 1 (here) checks every member and keeps the small non-data members in memory (config, index, zarr
+    `.zarray`s, sharded objects, tokenizer files); pass 2 (`iter_members`) streams the data members once more.
+    Nothing is written to disk besides the output.
+    """
+
+    kind = "compressed tar"
+    random_access = False
+
+    def __init__(self, path: Path, model_config_path: Path | None) -> None:
+        super().__init__(path)
+        self._cache: dict[str, bytes] = {}
+        name = ""
+        try:
+            with tarfile.open(path, "r|*") as archive:
+                for info in archive:
+                    name = normalize_member_name(info.name, str(path)) or ""
+                    if not name:
+                        continue
+                    _check_member_type(info, str(path))
+                    if info.isdir():
+                        continue
+                    if name in self.members:
+                        raise MigratorError(f"{path}: member {name!r} appears twice; refusing an ambiguous archive")
+                    self.members[name] = info.size
+                    if not is_data_member(name) and info.size <= SMALL_MEMBER_LIMIT:
+                        stream = archive.extractfile(info)
+                        data = stream.read() if stream is not None else b""
+                        if len(data) != info.size:
+                            raise EOFError("member ends early")
+                        self._cache[name] = data
+        except MigratorError:
+            raise
+        except _DECOMPRESSION_ERRORS as error:
+            where = f"{path}: {name}" if name else str(path)
+            raise MigratorError(f"{where}: unreadable compressed archive ({error or type(error).__name__})") from None
+        self._load_config(model_config_path)
+        self._load_weights_index()
+
+    def read_member(self, name: str) -> bytes:
+        if name in self._cache:
+            return self._cache[name]
+        if name not in self.members:
+            raise MigratorError(f"{self.path}: no member {name!r}")
+        for _, stream in self.iter_members([name]):  # a large non-data member: one more pass
+            return stream.read()
+        raise MigratorError(f"{self.describe(name)}: could not be read")  # pragma: no cover
+
+    def iter_members(self, names: Iterable[str]) -> Iterator[tuple[str, BinaryIO]]:
+        wanted = set(names)
+        name = ""
+        try:
+            with tarfile.open(self.path, "r|*") as archive:
+                for info in archive:
+                    name = normalize_member_name(info.name, str(self.path)) or ""
+                    if name in wanted and info.isfile():
+                        stream = archive.extractfile(info)
+                        assert stream is not None
+                        yield name, stream  # type: ignore[misc]
+                        wanted.discard(name)
+                        if not wanted:
+                            return
+        except _DECOMPRESSION_ERRORS as error:
+            raise MigratorError(f"{self.describe(name)}: unreadable compressed archive ({error})") from None
+        if wanted:
+            raise MigratorError(f"{self.path}: members {sorted(wanted)[:3]} vanished on the second pass")
+
+    def copy_member(self, name: str, dest: Path, *, link: bool = False, progress=None, cancel=None) -> str:
+        for _, stream in self.iter_members([name]):
+            try:
+                copy_stream(stream, self.members[name], dest, progress=progress, cancel=cancel)
+            except EOFError:
+                raise MigratorError(f"{self.describe(name)}: truncated archive") from None
+        return "copy"
+
+
+class FolderSource(Source):
+    """An extracted `.nemo` folder, or a bare `model_weights/` folder (then `--model_config` is required)."""
+
+    linkable = True
+
+    def __init__(self, path: Path, model_config_path: Path | None) -> None:
+        super().__init__(path)
+        if (path / "model_weights").is_dir() or (path / CONFIG_MEMBER).is_file():
+            self.kind, self.root, weights = "folder", path, path / WEIGHTS_DIR
+        elif (path / "metadata.json").is_file():
+            self.kind, self.root, weights = "weights folder", None, path
+            if model_config_path is None:
+                raise MigratorError(f"{path}: a bare model_weights/ folder needs --model_config FILE "
+                                    "(the model_config.yaml of the .nemo it came from)")
+        else:
+            raise MigratorError(f"{path}: neither a .nemo folder (model_config.yaml, model_weights/) nor a "
+                                "model_weights/ folder (metadata.json)")
+        self._weights = weights
+        if weights.is_dir():
+            for dirpath, _, filenames in os.walk(weights):
+                relative_dir = os.path.relpath(dirpath, weights)
+                for filename in filenames:
+                    relative = filename if relative_dir == "." else f"{relative_dir}/{filename}"
+                    full = os.path.join(dirpath, filename)
+                    self.members[f"{WEIGHTS_DIR}/{relative.replace(os.sep, '/')}"] = os.stat(full).st_size
+        if self.root is not None:
+            for entry in os.scandir(self.root):
+                if entry.is_file():
+                    self.members[entry.name] = entry.stat().st_size
+        self._load_config(model_config_path)
+        self._load_weights_index()
+
+    def describe(self, name: str) -> str:
+        return str(self.file(name, check=False))
+
+    def file(self, name: str, check: bool = True) -> Path:
+        """The file behind a member name (checked: no absolute names, no '..')."""
+        safe = normalize_member_name(name, str(self.path))
+        if safe is None:
+            raise MigratorError(f"{self.path}: empty member name")
+        if safe.startswith(WEIGHTS_DIR + "/"):
+            return self._weights / safe[len(WEIGHTS_DIR) + 1:]
+        if self.root is None:
+            raise MigratorError(f"{self.path}: {name} is not part of a bare model_weights/ folder "
+                                "(pass the tokenizer with --tokenizer_path)")
+        return self.root / safe
+
+    def has_member(self, name: str) -> bool:
+        if name in self.members:
+            return True
+        try:
+            return self.file(name).is_file()
+        except MigratorError:
+            return False
+
+    def read_member(self, name: str) -> bytes:
+        path = self.file(name)
+        try:
+            return path.read_bytes()
+        except OSError as error:
+            raise MigratorError(f"{path}: cannot read ({error.strerror})") from None
+
+    def open_member(self, name: str) -> BinaryIO:
+        path = self.file(name)
+        return FileSlice(path, 0, path.stat().st_size)  # type: ignore[return-value]
+
+    def copy_member(self, name: str, dest: Path, *, link: bool = False, progress=None, cancel=None) -> str:
+        path = self.file(name)
+        if link:
+            return link_or_copy(path, dest, progress=progress, cancel=cancel)
+        copy_file(path, dest, progress=progress, cancel=cancel)
+        return "copy"
+
+
+def _check_member_type(info: tarfile.TarInfo, archive: str) -> None:
+    if info.issym() or info.islnk():
+        raise MigratorError(f"{archive}: member {info.name!r} is a link (to {info.linkname!r}); refusing to read "
+                            "an archive with links")
+    if not (info.isfile() or info.isdir()) or info.issparse():
+        raise MigratorError(f"{archive}: member {info.name!r} is not a regular file or folder; refusing to read it")
+
+
+def _is_compressed(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(6)
+    return head.startswith(b"\x1f\x8b") or head.startswith(b"BZh") or head.startswith(b"\xfd7zXZ\x00")
+
+
+def open_source(path: Path, model_config_path: Path | None = None) -> Source:
+    """Open IN (see the module docstring; a NeMo 2.0 checkpoint directory is read by `read.nemo2_dir`). Raises
+    MigratorError (exit 2) for anything unusable."""
+    path = Path(path)
+    if not path.exists():
+        raise MigratorError(f"{path}: no such file or folder")
+    if path.is_dir():
+        from migrator.convert.read.nemo2_dir import Nemo2DirSource, is_nemo2_dir
+
+        if is_nemo2_dir(path):
+            return Nemo2DirSource(path, model_config_path)
+        return FolderSource(path, model_config_path)
+    if _is_compressed(path):
+        return CompressedTarSource(path, model_config_path)
+    if not tarfile.is_tarfile(path):
+        raise MigratorError(f"{path}: not a .nemo file (not a tar archive) and not a folder")
+    return TarSource(path, model_config_path)
+
+
