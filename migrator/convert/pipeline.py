@@ -46,11 +46,25 @@ def partial_path(output: Path) -> Path:
     return output.with_name(output.name + ".partial")
 
 
+def _inputs(options: ConvertOptions) -> list[tuple[str, Path]]:
+    """Every path the run reads: the checkpoint and the files named beside it."""
+    named = [("the input", options.input_path), ("--model_config", options.model_config),
+             ("--tokenizer_path", options.tokenizer_path), ("--tokenizer_vocab_file", options.tokenizer_vocab_file)]
+    return [(what, Path(path)) for what, path in named if path]
+
+
 def _check_paths(options: ConvertOptions) -> None:
-    source = options.input_path.resolve()
+    """Refuse an output that is, contains or lies inside anything the run reads, even with --force (which would
+    delete it): `--output_path IN/model_weights` once replaced the user's checkpoint."""
     output = options.output_path.resolve()
-    if output == source or source.is_relative_to(output):
-        raise MigratorError(f"{options.output_path}: is the input or contains it; choose another output path")
+    for partial in (output, partial_path(output)):
+        for what, path in _inputs(options):
+            source = path.resolve()
+            if partial == source or source.is_relative_to(partial) or partial.is_relative_to(source):
+                relation = ("is" if partial == source else "contains" if source.is_relative_to(partial)
+                            else "lies inside")
+                raise MigratorError(f"{options.output_path}: {relation} {what} {path}; choose another output path "
+                                    "(refused even with --force)")
     if options.output_path.exists() and not options.force:
         raise MigratorError(f"{options.output_path}: already exists; pass --force to replace it (the old one is "
                             "removed only after the new one is complete)")
