@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from migrator.convert.read.source import Source, open_source
-from migrator.convert.storage.fileops import check_cancel
+from migrator.convert.storage.fileops import Cancelled, check_cancel
 from migrator.convert.storage.progress import Progress, make_progress
 from migrator.convert.write.dcp import write_backend_marker, write_common
 from migrator.convert.write.plan import ConvertOptions, Plan, build_plan, render_plan
@@ -291,14 +291,25 @@ def _write_output(source: Source, plan: Plan, options: ConvertOptions, progress:
         _fsync_tree(partial)
         check_cancel(cancel)  # the last moment an interrupt still means "no OUT"
         _replace(partial, options.output_path)
-    except BaseException:
+    except BaseException as error:
         cancel.set()
+        cause: BaseException = error
         if writing is not None:  # stop the weights thread before removing what it writes
             try:
                 writing.join()
-            except BaseException:  # noqa: BLE001 - the first error is the one to report
-                pass
+            except BaseException as failed:  # noqa: BLE001 - reported below if it is the real cause
+                # the main thread saw only the cancel flag that the failing weights thread set: a full disk is
+                # that thread's OSError, not an interrupt
+                if isinstance(error, Cancelled) and not isinstance(failed, (Cancelled, KeyboardInterrupt)):
+                    cause = failed
         shutil.rmtree(partial, ignore_errors=True)
+        if isinstance(cause, OSError):
+            raise MigratorError(f"{cause.filename or partial}: {cause.strerror or cause}; nothing written to "
+                                f"{options.output_path}") from None
+        if isinstance(cause, EOFError):
+            raise MigratorError(f"{options.input_path}: {cause}; the input is truncated; nothing written") from None
+        if cause is not error:
+            raise cause
         raise
     return files  # type: ignore[return-value]
 

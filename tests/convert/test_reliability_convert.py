@@ -54,3 +54,45 @@ def test_an_output_over_the_model_config_or_tokenizer_it_reads_is_refused_even_w
         digests = (tree_digest(config), tree_digest(kept))
         refused(run_cli(*base, "--output_path", out), what)
         assert (tree_digest(config), tree_digest(kept)) == digests
+
+
+FAULT_SHIM = """
+import errno, os, sys
+_calls = {{"n": 0}}
+_real = getattr(os, {name!r})
+def _faulty(*args, **kwargs):
+    _calls["n"] += 1
+    if _calls["n"] == {at}:
+        {action}
+    return _real(*args, **kwargs)
+setattr(os, {name!r}, _faulty)
+"""
+
+
+@pytest.mark.parametrize("name,at,action", [
+    ("copy_file_range", 1, "raise OSError(errno.ENOSPC, 'No space left on device')"),
+    ("copy_file_range", 3, "raise OSError(errno.ENOSPC, 'No space left on device')"),
+    ("copy_file_range", 10, "raise OSError(errno.EDQUOT, 'Disk quota exceeded')"),
+    ("copy_file_range", 2, "return 0"),  # a copy that moves nothing where bytes remain
+    ("fsync", 2, "raise OSError(errno.EIO, 'Input/output error')"),
+    ("rename", 1, "raise OSError(errno.EXDEV, 'Invalid cross-device link')"),
+])
+def test_an_injected_io_fault_never_leaves_a_complete_looking_output(tmp_path, name, at, action):
+    # CI runs as root, so permissions never fault: the fault is injected around the I/O call itself
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text(FAULT_SHIM.format(name=name, at=at, action=action))
+    nemo = fixture_nemo("tiny_llama_torch_dist")
+    before = tree_digest(Path(nemo))
+    out = tmp_path / "out"
+    result = run_cli("convert", "--input_path", nemo, "--output_path", out, "--model_id", LLAMA_ID,
+                     env={"PYTHONPATH": str(shim)})
+    if result.returncode == 0:  # the fault did not hit this run's I/O path (e.g. no 10th call): a complete output
+        from migrator.convert.verify import verify_checkpoint
+
+        assert verify_checkpoint(out, Path(nemo)).ok
+    else:
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr
+        assert not out.exists() and not (tmp_path / "out.partial").exists()
+    assert tree_digest(Path(nemo)) == before
