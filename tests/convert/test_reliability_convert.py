@@ -96,3 +96,25 @@ def test_an_injected_io_fault_never_leaves_a_complete_looking_output(tmp_path, n
         assert "Traceback" not in result.stderr
         assert not out.exists() and not (tmp_path / "out.partial").exists()
     assert tree_digest(Path(nemo)) == before
+
+
+@pytest.mark.parametrize("reference", ["/etc/passwd", "/proc/self/environ", "nemo:/etc/hostname", "../../x.model",
+                                       "nemo:../outside.model"])
+def test_a_tokenizer_file_named_in_model_config_is_never_read_outside_the_checkpoint(tmp_path, reference):
+    from migrator.convert.model.tokenizer import resolve_tokenizer
+    from migrator.errors import MigratorError
+
+    read: list[str] = []
+
+    def read_member(name: str) -> bytes:
+        read.append(name)
+        raise KeyError(name)
+
+    config = {"tokenizer": {"library": "sentencepiece", "model": reference}}
+    with pytest.raises(MigratorError, match="--tokenizer_path"):
+        resolve_tokenizer(config, read_member, None, None, None, None, input_dir=tmp_path)
+    assert not any(name.startswith(("/", "..")) for name in read)
+    for library in ("tiktoken",):
+        config = {"tokenizer": {"library": library, "vocab_file": reference}}
+        with pytest.raises(MigratorError, match="--tokenizer_path"):
+            resolve_tokenizer(config, read_member, None, None, None, None, input_dir=tmp_path)
