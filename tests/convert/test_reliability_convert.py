@@ -118,3 +118,19 @@ def test_a_tokenizer_file_named_in_model_config_is_never_read_outside_the_checkp
         config = {"tokenizer": {"library": library, "vocab_file": reference}}
         with pytest.raises(MigratorError, match="--tokenizer_path"):
             resolve_tokenizer(config, read_member, None, None, None, None, input_dir=tmp_path)
+
+
+def test_a_gzip_nemo_with_a_corrupt_crc_is_refused(tmp_path):
+    import gzip
+
+    data = gzip.compress(Path(fixture_nemo("tiny_llama_torch_dist")).read_bytes())
+    good = tmp_path / "good.nemo"
+    good.write_bytes(data)
+    bad = tmp_path / "bad.nemo"
+    bad.write_bytes(data[:-8] + bytes([data[-8] ^ 0xFF]) + data[-7:])  # the trailer's CRC32, first byte flipped
+    out = tmp_path / "out"
+    result = run_cli("convert", "--input_path", bad, "--output_path", out, "--model_id", LLAMA_ID)
+    refused(result, "bad.nemo", "CRC")
+    assert not out.exists() and not (tmp_path / "out.partial").exists()
+    result = run_cli("convert", "--input_path", good, "--output_path", out, "--model_id", LLAMA_ID)
+    assert result.returncode == 0, result.stderr

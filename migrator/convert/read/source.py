@@ -12,7 +12,9 @@ duplicate names. Every problem is a one-line MigratorError naming the file, memb
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import lzma
 import os
 import tarfile
 import zlib
@@ -32,7 +34,26 @@ CONFIG_MEMBER = "model_config.yaml"
 BACKEND_FILE = f"{WEIGHTS_DIR}/metadata.json"
 DCP_INDEX = f"{WEIGHTS_DIR}/.metadata"
 SMALL_MEMBER_LIMIT = 256 << 20  # a compressed tar's non-data members up to this size are kept in memory
-_DECOMPRESSION_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError)
+_DECOMPRESSION_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError, lzma.LZMAError)
+
+
+def _decompressed(path: Path) -> BinaryIO | None:
+    """A decompressing reader that verifies the stream's checksums (Python's gzip, bz2, lzma modules), or None for
+    an uncompressed file: tarfile's own stream reader decompresses gzip without ever checking its CRC, so a corrupt
+    `.nemo.gz` converted with exit 0."""
+    import bz2
+    import gzip
+    import lzma
+
+    with open(path, "rb") as handle:
+        magic = handle.read(6)
+    if magic[:2] == b"\x1f\x8b":
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    if magic[:3] == b"BZh":
+        return bz2.open(path, "rb")  # type: ignore[return-value]
+    if magic == b"\xfd7zXZ\x00":
+        return lzma.open(path, "rb")  # type: ignore[return-value]
+    return None
 
 
 def is_data_member(name: str) -> bool:
@@ -269,8 +290,10 @@ class CompressedTarSource(Source):
         super().__init__(path)
         self._cache: dict[str, bytes] = {}
         name = ""
+        raw = _decompressed(path)
         try:
-            with tarfile.open(path, "r|*") as archive:
+            with raw or contextlib.nullcontext(), \
+                    (tarfile.open(fileobj=raw, mode="r|") if raw else tarfile.open(path, "r|*")) as archive:
                 for info in archive:
                     name = normalize_member_name(info.name, str(path)) or ""
                     if not name:
@@ -287,6 +310,9 @@ class CompressedTarSource(Source):
                         if len(data) != info.size:
                             raise EOFError("member ends early")
                         self._cache[name] = data
+                name = ""
+                while raw is not None and raw.read(1 << 20):  # to the end of the compressed stream, where the
+                    pass  # gzip CRC and length (xz: its check; bzip2: each block's CRC) are verified
         except MigratorError:
             raise
         except _DECOMPRESSION_ERRORS as error:
