@@ -24,6 +24,7 @@ PACKAGE_RANKS = {
     "migrator.schema": 2,
     "migrator.engine": 1,
     "migrator": 0, "migrator.errors": 0, "migrator.versions": 0,  # `migrator` itself: __version__
+    "migrator.inputs": 0,  # reading a file the user named: regular files only, bounded
 }
 CONVERT_RANKS = {
     "migrator.convert": 0,  # the package's own __init__ (a docstring)
