@@ -167,7 +167,11 @@ def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _only_line_deletions(before: str, after: str) -> bool:
-    a, b = before.split("\n"), after.split("\n")
+    """`after` is `before` with whole lines (each with its own line feed, the last one may have none) taken out."""
+    import re
+
+    a = [line for line in re.split(r"(?<=\n)", before) if line]
+    b = [line for line in re.split(r"(?<=\n)", after) if line]
     ops = difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
     return all(tag in ("equal", "delete") for tag, *_ in ops)
 
