@@ -125,7 +125,8 @@ def convert(**kwargs: object) -> None:
     if result.output is not None:
         plan = result.plan
         how = {"copy": "data files copied, index rewritten", "link": "data files hard-linked, index rewritten",
-               "stream": "streamed chunk by chunk"}[plan.mode]
+               "stream": "streamed chunk by chunk",
+               "merge": f"merged from {len(plan.data_files)} non-distributed rank file(s)"}[plan.mode]
         if plan.mode == "link" and result.files.get("copy"):
             how += f" ({result.files['copy']} copied: not on the input's file system)"
         click.echo(f"nemo-migrate: wrote {result.output}: {len(plan.tensors)} tensors, {len(plan.objects)} sharded "

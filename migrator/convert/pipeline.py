@@ -57,17 +57,51 @@ def _check_paths(options: ConvertOptions) -> None:
                             "--force")
 
 
-def _context_side(source: Source, options: ConvertOptions, warn: Warn):
-    """The model spec and tokenizer (helper modules of the context side)."""
-    from migrator.convert.architecture import derive_model_spec
+def _tokenizer(source: Source, options: ConvertOptions):
     from migrator.convert.tokenizer import resolve_tokenizer
 
-    spec = derive_model_spec(source.model_config, source.tensors, options.model_id, options.dtype, warn)
     input_dir = options.input_path if options.input_path.is_dir() else options.input_path.parent
-    tokenizer = resolve_tokenizer(source.model_config, source.read_member, options.tokenizer_path,
-                                  options.tokenizer_library, options.tokenizer_vocab_file,
-                                  options.tokenizer_model_name, input_dir=input_dir)
-    return spec, tokenizer
+    return resolve_tokenizer(source.model_config, source.read_member, options.tokenizer_path,
+                             options.tokenizer_library, options.tokenizer_vocab_file,
+                             options.tokenizer_model_name, input_dir=input_dir)
+
+
+def _context_side(source: Source, options: ConvertOptions, warn: Warn, tokenizer=None):
+    """The model spec and tokenizer (helper modules of the context side)."""
+    from migrator.convert.architecture import derive_model_spec
+
+    spec = derive_model_spec(source.arch_config, source.tensors, options.model_id, options.dtype, warn)
+    return spec, tokenizer if tokenizer is not None else _tokenizer(source, options)
+
+
+def _merge_vocabulary(source: Source, options: ConvertOptions, warn: Warn):
+    """A TP>1 non-distributed checkpoint's vocabulary was padded for its TP size: the merged embedding and output
+    layer keep the rows NeMo pads to at TP=1 (the tokenizer's size), as NeMo's own merge does. Returns the
+    tokenizer (resolved once)."""
+    from migrator.convert.model.tp_merge import padded_vocab
+
+    index = source.nonsharded
+    assert index is not None
+    tokenizer = _tokenizer(source, options)
+    merged = index.merged_vocab_rows()
+    if index.tp == 1 or merged is None:
+        return tokenizer
+    divisible = int(source.model_config.get("make_vocab_size_divisible_by", 128))
+    if tokenizer.vocab_size is None:
+        warn(f"model.embedding.word_embeddings.weight: the tokenizer's size is unknown, so the {merged} rows "
+             f"padded for TP={index.tp} are kept (vocab_size is written)")
+        return tokenizer
+    rows = padded_vocab(tokenizer.vocab_size, divisible)
+    if rows != merged:
+        if rows > merged:
+            raise MigratorError(f"model.embedding.word_embeddings.weight: {merged} rows merged from TP={index.tp}, "
+                                f"fewer than the tokenizer's {tokenizer.vocab_size} tokens padded to {rows}")
+        warn(f"model.embedding.word_embeddings.weight: {merged} rows padded for TP={index.tp}; keeping the "
+             f"{rows} NeMo pads the tokenizer's {tokenizer.vocab_size} tokens to at TP=1 "
+             f"(make_vocab_size_divisible_by={divisible}), as NeMo's merge does")
+    index.set_vocab_rows(rows)
+    source.tensors = index.tensors()
+    return tokenizer
 
 
 def check_strict(plan: Plan, strict: bool, warn: Warn) -> None:
@@ -109,20 +143,24 @@ def convert(options: ConvertOptions, *, warn: Warn, out: TextIO, progress: Progr
         warn(message)
 
     _check_paths(options)
-    with open_source(options.input_path, options.model_config) as source:
+    spill_parent = options.output_path.resolve().parent
+    with open_source(options.input_path, options.model_config, spill_parent) as source:
         check_cancel(cancel)
+        for note in source.notes:
+            out.write(f"nemo-migrate: {note}\n")
+        tokenizer = _merge_vocabulary(source, options, _warn) if source.nonsharded is not None else None
         plan = build_plan(source, options, _warn)
         plan.warnings = warnings
         free = _free_bytes(options.output_path)
         if options.dry_run:
-            plan.spec, plan.tokenizer = _context_side(source, options, _warn)
+            plan.spec, plan.tokenizer = _context_side(source, options, _warn, tokenizer)
             check_strict(plan, options.strict, _warn)
             out.write(render_plan(plan, source, options, free) + "\n")
             return ConvertResult(None, plan, warnings)
         if free is not None and free < plan.disk_bytes:
             raise MigratorError(f"{options.output_path}: needs about {plan.disk_bytes} bytes, "
                                 f"{free} are free on that file system")
-        files = _write_output(source, plan, options, progress or make_progress(), cancel, _warn)
+        files = _write_output(source, plan, options, progress or make_progress(), cancel, _warn, tokenizer)
     return ConvertResult(options.output_path, plan, warnings, files)
 
 
@@ -154,7 +192,7 @@ class _Background:
 
 
 def _write_output(source: Source, plan: Plan, options: ConvertOptions, progress: Progress,
-                  cancel: threading.Event, warn: Warn) -> dict[str, int]:
+                  cancel: threading.Event, warn: Warn, tokenizer=None) -> dict[str, int]:
     """Write OUT.partial/ and rename it to OUT.
 
     The weights are written on a second thread while the model spec and tokenizer are derived (work that
@@ -169,10 +207,13 @@ def _write_output(source: Source, plan: Plan, options: ConvertOptions, progress:
     weights = partial / "weights"
     writing: _Background | None = None
     try:
-        progress.start(plan.source_bytes, f"{'linking' if plan.mode == 'link' else 'writing'} weights")
+        what = {"link": "linking weights", "merge": "merging weights"}.get(plan.mode, "writing weights")
+        if plan.mode == "merge" and not source.random_access:
+            what += " (rank files spilled to disk beside the output)"
+        progress.start(plan.source_bytes, what)
         writing = _Background(lambda: _write_weights(source, plan, weights, options, progress, cancel))
         writing.start()  # assigned first: an interrupt during start() still joins the thread before cleanup
-        plan.spec, plan.tokenizer = _context_side(source, options, warn)
+        plan.spec, plan.tokenizer = _context_side(source, options, warn, tokenizer)
         check_cancel(cancel)
         check_strict(plan, options.strict, warn)
         files = writing.join()
@@ -199,6 +240,11 @@ def _write_output(source: Source, plan: Plan, options: ConvertOptions, progress:
 
 def _write_weights(source: Source, plan: Plan, weights: Path, options: ConvertOptions, progress: Progress,
                    cancel: threading.Event) -> dict[str, int]:
+    if plan.mode == "merge":
+        from migrator.convert.write.merge_route import write_merged_weights
+
+        write_merged_weights(source, plan, weights, progress=progress, cancel=cancel)
+        return {}
     if plan.mode == "stream":
         from migrator.convert.stream_weights import write_streamed_weights
 

@@ -1,0 +1,155 @@
+"""The merge route: a non-distributed source (rank files, possibly TP/PP-sharded) -> a torch_dist checkpoint.
+
+There are no stored chunks to copy: each output tensor (one layer of a stacked `[num_layers, ...]` tensor, or a
+non-layer tensor) is merged from its tensor-parallel pieces (`model.tp_merge`) and written as one chunk through
+`DcpWriter`, like a NeMo 1.0 dist checkpoint holds it. The merged tensor is never assembled: its bytes are byte
+ranges of the rank files, read and written in pieces of at most 8 MB (a row-parallel weight interleaves its
+ranks' rows a block of rows at a time), so memory stays flat whatever the size of the tensor or of the model.
+A `--dtype` cast converts each piece as it passes. Sharded objects (`_extra_state`) come from tensor-parallel
+rank 0 of each stage (megatron-core saves them from that rank only); missing ones are `[None]` placeholders.
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from migrator.convert.chunks import itemsize
+from migrator.convert.dcp_writer import DcpWriter, none_object_blob
+from migrator.convert.fileops import BUFFER, check_cancel
+from migrator.convert.model.tp_merge import MergedTensor
+from migrator.convert.plan import Plan
+from migrator.convert.progress import Progress
+from migrator.convert.read.nonsharded import NonShardedIndex, object_blob
+from migrator.convert.source import Source
+from migrator.errors import MigratorError
+
+
+class _Streams:
+    """One open stream per rank file, opened on first use."""
+
+    def __init__(self, source: Source) -> None:
+        self._source = source
+        self._open: dict[str, BinaryIO] = {}
+
+    def get(self, member: str) -> BinaryIO:
+        stream = self._open.get(member)
+        if stream is None:
+            stream = self._open[member] = self._source.open_member(member)
+        return stream
+
+    def close(self) -> None:
+        for stream in self._open.values():
+            stream.close()
+        self._open.clear()
+
+
+def _read_into(stream: BinaryIO, offset: int, view: memoryview, what: str) -> None:
+    stream.seek(offset)
+    done = 0
+    while done < len(view):
+        n = stream.readinto(view[done:])
+        if not n:
+            raise MigratorError(f"{what}: truncated (ends before byte {offset + len(view)})")
+        done += n
+
+
+def merged_pieces(merged: MergedTensor, streams: _Streams, describe, progress: Progress | None = None,
+                  cancel: threading.Event | None = None) -> Iterator[memoryview]:
+    """The merged tensor's bytes (C order), in pieces of at most BUFFER bytes (one reused buffer: each piece is
+    valid until the next one is asked for)."""
+    buffer = bytearray(BUFFER)
+    if merged.columns:  # row-parallel: output row i = the ranks' rows i side by side
+        import numpy as np
+
+        refs = merged.columns
+        row_bytes = [r.row_bytes for r in refs]
+        total_row = sum(row_bytes)
+        rows = refs[0].rows
+        block = max(1, BUFFER // max(1, total_row))
+        for start in range(0, rows, block):
+            check_cancel(cancel)
+            count = min(block, rows - start)
+            parts = []
+            for ref, rb in zip(refs, row_bytes):
+                part = np.empty(count * rb, dtype=np.uint8)
+                _read_into(streams.get(ref.member), ref.offset + start * rb, memoryview(part),
+                           describe(ref.member))
+                parts.append(part.reshape(count, rb))
+            out = np.concatenate(parts, axis=1)
+            if progress is not None:
+                progress.advance(out.nbytes)
+            yield memoryview(out).cast("B")
+        return
+    size = itemsize(merged.dtype)
+    step = BUFFER - BUFFER % size
+    for segment in merged.segments:
+        ref = segment.ref
+        start = ref.offset + segment.row * ref.row_bytes
+        length = segment.count * ref.row_bytes
+        stream = streams.get(ref.member)
+        done = 0
+        while done < length:
+            check_cancel(cancel)
+            want = min(step, length - done)
+            view = memoryview(buffer)[:want]
+            _read_into(stream, start + done, view, describe(ref.member))
+            done += want
+            if progress is not None:
+                progress.advance(want)
+            yield view
+
+
+def _cast(pieces: Iterator[memoryview], source_dtype: str, dtype: str) -> Iterator[memoryview]:
+    import torch
+
+    src, dst = getattr(torch, source_dtype), getattr(torch, dtype)
+    for piece in pieces:
+        tensor = torch.frombuffer(piece, dtype=src) if len(piece) else torch.empty(0, dtype=src)
+        yield memoryview(tensor.to(dst).view(torch.uint8).numpy()).cast("B")
+
+
+def write_merged_weights(source: Source, plan: Plan, weights: Path, *, progress: Progress,
+                         cancel: threading.Event) -> None:
+    """Fill `weights/` (except common.pt and metadata.json) tensor by tensor, layer by layer."""
+    index = source.nonsharded
+    assert index is not None
+    writer = DcpWriter(weights, files=1)
+    out = writer.files[0]
+    streams = _Streams(source)
+    try:
+        for tensor in plan.tensors:
+            writer.declare_tensor(tensor.new_key, tensor.shape, tensor.dtype)
+            layers = range(index.num_layers) if index.layered(tensor.key) else [None]
+            for layer in layers:
+                check_cancel(cancel)
+                merged = index.merged(tensor.key, layer)
+                shape = merged.shape
+                expected = tensor.shape[1:] if layer is not None else tensor.shape
+                if tuple(shape) != tuple(expected):  # the plan was made from the same index: a bug, not bad input
+                    raise MigratorError(f"{tensor.key}: merged shape {list(shape)} differs from the plan's "
+                                        f"{list(expected)}")
+                offsets = (layer, *[0] * len(shape)) if layer is not None else (0,) * len(shape)
+                sizes = (1, *shape) if layer is not None else tuple(shape)
+                nbytes = itemsize(tensor.dtype)
+                for d in shape:
+                    nbytes *= d
+                pieces = merged_pieces(merged, streams, source.describe, progress, cancel)
+                if tensor.dtype != tensor.source_dtype:
+                    pieces = _cast(pieces, tensor.source_dtype, tensor.dtype)
+                writer.write_chunk(out, tensor.new_key, offsets, sizes, nbytes, pieces)
+        placeholder = none_object_blob()
+        for placement in index.object_placements():
+            from migrator.convert.chunks import rename_key
+
+            check_cancel(cancel)
+            ref = placement.ref
+            if ref is None or ref.value is None:
+                blob = placeholder
+            else:
+                blob = object_blob(ref, streams.get(ref.member), f"{source.describe(ref.member)} ({ref.key})")
+            writer.write_blob(out, rename_key(placement.key), blob)
+    finally:
+        streams.close()
+        writer.close_files()
+    writer.write_metadata()
