@@ -273,7 +273,11 @@ def _compare_merged(source: Source, index: DcpIndex, weights: Path, report: Veri
             if len(chunks) != 1:
                 report.problem(f"{new_key}: layer {layer} is not one chunk of the output")
                 continue
-            full = _read_output_chunk(weights, chunks[0])
+            try:
+                full = _read_output_chunk(weights, chunks[0])
+            except Exception as error:  # noqa: BLE001 - reported
+                report.problem(f"{new_key}: chunk at {list(chunks[0].offsets)} unreadable ({type(error).__name__})")
+                continue
             if layer is not None:
                 full = full[layer - chunks[0].offsets[0]]
             kind = partition_kind(name, ns.gated)
