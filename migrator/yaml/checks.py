@@ -424,10 +424,14 @@ def non_distributed_checkpoint(ctx: Context) -> None:
     if pair is None:
         return
     key, value = pair
+    if key.raw == "mcore_gpt":
+        remedy = "`nemo-migrate convert` converts them (and their .nemo files) to NeMo 2.0 directly"
+    else:
+        remedy = "convert them with NeMo 1.0's convert_gpt_nemo_to_mcore.py first"
     ctx.report_node(
         "NM116", key,
         f"{key.raw}: {value.raw} saves legacy non-distributed checkpoints, which NeMo 2.0 cannot load and the "
-        "dist_ckpt settings do not apply to; convert them with NeMo 1.0's convert_gpt_nemo_to_mcore.py first",
+        f"dist_ckpt settings do not apply to; {remedy}",
     )
 
 

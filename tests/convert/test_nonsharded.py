@@ -282,3 +282,11 @@ def test_a_pickle_naming_other_globals_is_refused(tmp_path: Path, config_text: s
     result = run_cli("convert", "--input_path", path, "--output_path", tmp_path / "o", "--model_id", LLAMA_ID)
     _one_line_error(result, "model_weights.ckpt", "posix.system" if "posix" in result.stderr else "system",
                     "not on the allowlist")
+
+
+def test_lint_advice_for_gpt_legacy_models_points_at_convert(tmp_path: Path) -> None:
+    config = tmp_path / "train.yaml"
+    config.write_text("trainer:\n  devices: 1\nmodel:\n  mcore_gpt: False\n  num_layers: 2\n")
+    result = run_cli("lint", config, "--exit-zero")
+    assert "NM116" in result.stdout and "`nemo-migrate convert` converts them" in result.stdout, result.stdout
+    assert "convert_gpt_nemo_to_mcore.py first" not in result.stdout
