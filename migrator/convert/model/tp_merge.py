@@ -73,7 +73,8 @@ def partition_kind(name: str, gated: bool) -> str:
                       ".linear_proj.bias", ".linear_fc2.bias", "q_layernorm.weight", "q_layernorm.bias",
                       "k_layernorm.weight", "k_layernorm.bias", "position_embeddings.weight")):
         return REPLICATED
-    raise MigratorError(f"{name}: no tensor-parallel partition rule for this parameter")
+    raise MigratorError(f"not a megatron-core GPT parameter this converter knows ({name}; adapter / PEFT weights "
+                        "are not converted)")
 
 
 def _same_shapes(refs: Sequence["TensorRef"], name: str, describe) -> tuple[int, ...]:
@@ -93,7 +94,11 @@ def merge_plan(name: str, layer: int | None, ranks: list[dict[str, "TensorRef"]]
     model, whose qkv rows are `[3, heads_r, head_dim]` per rank instead of megatron-core's
     `[heads_r, 3, head_dim]`. `vocab_rows`: rows of the merged vocabulary tensors (None: all)."""
     tp = len(ranks)
-    kind = partition_kind(name, gated)
+    try:
+        kind = partition_kind(name, gated)
+    except MigratorError as error:
+        ref = next(iter(ranks[0].values()))
+        raise MigratorError(f"{describe(ref.member)}: {ref.key}: {error}") from None
     parts = sorted(ranks[0])
     for t, pieces in enumerate(ranks):
         if sorted(pieces) != parts:
