@@ -30,6 +30,7 @@ import torch
 
 HIDDEN, FFN, HEADS, GROUPS, VOCAB = 4096, 11008, 32, 32, 32000  # Llama-2-7B
 KV = HIDDEN // HEADS
+TOKENIZER_PIECES = 100  # the tiny Llama fixture's SentencePiece model
 BYTES = 2  # bf16
 REPO = Path(__file__).resolve().parents[1]
 TOKENIZER_FIXTURE = REPO.parent / "shared" / "fixtures" / "nemo1" / "tiny_llama_torch_dist.nemo"
@@ -183,7 +184,9 @@ def write_nondist(folder: Path, layers: int, tp: int, pp: int) -> list[str]:
     tensors are made directly in their rank shapes (random-looking bytes); one rank's state is in memory at a time."""
     from collections import OrderedDict
 
-    padded = -(-VOCAB // (128 * tp)) * (128 * tp)
+    # the vocabulary the tokenizer (the tiny fixture's, 100 pieces) pads to at this TP size: a larger embedding
+    # would be mostly rows the merge drops (they pad beyond NeMo's TP=1 padding), which would flatter the ratio
+    padded = -(-TOKENIZER_PIECES // (128 * tp)) * (128 * tp)
     per_stage = layers // pp
     local_names = {"self_attention.linear_qkv.layer_norm_weight": "input_layernorm.weight",
                    "mlp.linear_fc1.layer_norm_weight": "pre_mlp_layernorm.weight"}
@@ -232,8 +235,9 @@ def make(out_dir: Path, size_gb: float, backend: str, keep_folder: bool, tp: int
     folder = out_dir / name
     if folder.exists():
         shutil.rmtree(folder)
-    if backend == "nondist":
-        layers = max(pp, round(layers / pp) * pp)
+    if backend == "nondist":  # a tiny vocabulary (see write_nondist): the size is in the layers
+        per_layer = sum(_numel(s) for s in layer_shapes().values()) * BYTES
+        layers = max(pp, -(-round(size_gb * 1e9 / per_layer) // pp) * pp)
         name = f"synthetic_{size_gb:g}gb_nondist_tp{tp}pp{pp}"
         folder = out_dir / name
         shutil.rmtree(folder, ignore_errors=True)

@@ -331,12 +331,13 @@ class NonShardedIndex:
                 if (t, p) not in grid:
                     raise MigratorError(f"{describe(ranks[0].member)}: tensor-parallel rank {t}, pipeline stage {p} "
                                         "is missing (an incomplete set of rank folders)")
-        for key, found in (("tensor_model_parallel_size", self.tp), ("pipeline_model_parallel_size", self.pp)):
+        last = grid[(self.tp - 1, self.pp - 1)]
+        for key, found, what in (("tensor_model_parallel_size", self.tp, "tensor-parallel ranks"),
+                                 ("pipeline_model_parallel_size", self.pp, "pipeline stages")):
             said = model_config.get(key, 1)
             if said != found:
-                raise MigratorError(f"{describe(grid[(found - 1, self.pp - 1) if key.startswith('tensor') else (0, found - 1)].member)}: "
-                                    f"{found} {'tensor-parallel ranks' if key.startswith('tensor') else 'pipeline stages'} "
-                                    f"in the checkpoint, but model_config.yaml says {key}: {said}")
+                raise MigratorError(f"{describe(last.member)}: {found} {what} in the checkpoint, but "
+                                    f"model_config.yaml says {key}: {said}")
         mapper = (lambda k, m: map_legacy_key(k, describe(m))) if self.legacy else (lambda k, m: map_mcore_key(k))
         # params[(name, global layer)][tp] = {part: TensorRef}
         self.params: dict[tuple[str, int | None], list[dict[str, TensorRef]]] = {}

@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from migrator.convert.chunks import itemsize
+from migrator.convert.chunks import itemsize, rename_key
 from migrator.convert.dcp_writer import DcpWriter, none_object_blob
 from migrator.convert.fileops import BUFFER, check_cancel
 from migrator.convert.model.tp_merge import MergedTensor
@@ -140,8 +140,6 @@ def write_merged_weights(source: Source, plan: Plan, weights: Path, *, progress:
                 writer.write_chunk(out, tensor.new_key, offsets, sizes, nbytes, pieces)
         placeholder = none_object_blob()
         for placement in index.object_placements():
-            from migrator.convert.chunks import rename_key
-
             check_cancel(cancel)
             ref = placement.ref
             if ref is None or ref.value is None:
