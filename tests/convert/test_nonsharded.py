@@ -290,3 +290,43 @@ def test_lint_advice_for_gpt_legacy_models_points_at_convert(tmp_path: Path) -> 
     result = run_cli("lint", config, "--exit-zero")
     assert "NM116" in result.stdout and "`nemo-migrate convert` converts them" in result.stdout, result.stdout
     assert "convert_gpt_nemo_to_mcore.py first" not in result.stdout
+
+
+def test_transformer_engine_names_and_extra_state_are_carried(tmp_path: Path, config_text: str,
+                                                              tokenizer_member) -> None:
+    """GPU-made files: fused norm names (`linear_qkv.layer_norm_weight`) and Transformer Engine `_extra_state`s
+    (a pickled BytesIO each, also core_attention's); megatron-core saves them from tensor-parallel rank 0."""
+    import io
+
+    tensors = factory.tiny_llama_tensors(layers=2, seed=2)
+    files = factory.split_nondist(tensors, 2, 1, padded_rows=256)
+    te_files = {}
+    for member, state in files.items():
+        rank = member[len("mp_rank_"):len("mp_rank_") + 2]
+        renamed = {}
+        for key, value in state.items():
+            key = key.replace("input_layernorm.weight", "self_attention.linear_qkv.layer_norm_weight")
+            key = key.replace("pre_mlp_layernorm.weight", "mlp.linear_fc1.layer_norm_weight")
+            if key.endswith("_extra_state"):
+                value = io.BytesIO(f"fp8 {key} rank {rank}".encode())
+            renamed[key] = value
+        for layer in range(2):
+            renamed[f"model.decoder.layers.{layer}.self_attention.core_attention._extra_state"] = io.BytesIO(
+                f"attention {layer} rank {rank}".encode())
+        te_files[member] = renamed
+    config = with_settings(config_text, tensor_model_parallel_size=2, transformer_engine="true")
+    name, data = tokenizer_member
+    source = factory.pack_nondist(tmp_path / "te.nemo", config, te_files, {name: data})
+    out = tmp_path / "out"
+    convert(source, out)
+    got, objects = factory.read_dcp(out / "weights")
+    for key, value in tensors.items():
+        assert torch.equal(factory.bits(got["module." + key[len("model."):]]), factory.bits(value)), key
+    assert len(objects) == 5 * 2
+    loaded = objects  # torch DCP hands back each object as saved: megatron-core's one-element list
+    assert loaded["module.decoder.layers.self_attention.core_attention._extra_state/shard_1_2"][0].getvalue() == \
+        b"attention 1 rank 00"
+    assert loaded["module.decoder.layers.mlp.linear_fc2._extra_state/shard_0_2"][0].getvalue() == \
+        b"fp8 model.decoder.layers.0.mlp.linear_fc2._extra_state rank 00"
+    report = verify_checkpoint(out, source)
+    assert report.ok, report.lines()
