@@ -16,7 +16,7 @@ install-lint: $(VENV)/bin/python
 
 install-all: $(VENV)/bin/python
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e '.[convert,test]'
+	$(PIP) install -q -e '.[convert,verify,test]'
 
 demo: install-lint
 	-$(VENV)/bin/nemo-migrate lint fixtures/examples/

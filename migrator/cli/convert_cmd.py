@@ -107,9 +107,9 @@ class _Interrupts:
                    "instead of carrying it.")
 def convert(**kwargs: object) -> None:
     """Convert a NeMo 1.0 .nemo checkpoint into a NeMo 2.0 checkpoint directory (CPU only, no model built)."""
-    from migrator.convert.fileops import Cancelled
     from migrator.convert.pipeline import convert as run_convert
-    from migrator.convert.plan import ConvertOptions
+    from migrator.convert.storage.fileops import Cancelled
+    from migrator.convert.write.plan import ConvertOptions
 
     options = ConvertOptions(**kwargs)  # type: ignore[arg-type]
     cancel = threading.Event()

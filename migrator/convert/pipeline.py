@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, TextIO
 
-from migrator.convert.dcp_writer import write_backend_marker, write_common
-from migrator.convert.fileops import check_cancel
-from migrator.convert.plan import ConvertOptions, Plan, build_plan, render_plan
-from migrator.convert.progress import Progress, make_progress
-from migrator.convert.source import Source, open_source
+from migrator.convert.read.source import Source, open_source
+from migrator.convert.storage.fileops import check_cancel
+from migrator.convert.storage.progress import Progress, make_progress
+from migrator.convert.write.dcp import write_backend_marker, write_common
+from migrator.convert.write.plan import ConvertOptions, Plan, build_plan, render_plan
 from migrator.errors import MigratorError
 
 Warn = Callable[[str], None]
@@ -58,7 +58,7 @@ def _check_paths(options: ConvertOptions) -> None:
 
 
 def _tokenizer(source: Source, options: ConvertOptions):
-    from migrator.convert.tokenizer import resolve_tokenizer
+    from migrator.convert.model.tokenizer import resolve_tokenizer
 
     input_dir = options.input_path if options.input_path.is_dir() else options.input_path.parent
     return resolve_tokenizer(source.model_config, source.read_member, options.tokenizer_path,
@@ -67,11 +67,16 @@ def _tokenizer(source: Source, options: ConvertOptions):
 
 
 def _context_side(source: Source, options: ConvertOptions, warn: Warn, tokenizer=None):
-    """The model spec and tokenizer (helper modules of the context side)."""
-    from migrator.convert.architecture import derive_model_spec
+    """The complete model spec (vocab_size reconciled with the tokenizer) and the tokenizer: the context side.
+    `tokenizer`: already resolved (a non-distributed source resolves it first, for its vocabulary)."""
+    from migrator.convert.model.architecture import derive_model_spec, reconcile_vocab_size
 
     spec = derive_model_spec(source.arch_config, source.tensors, options.model_id, options.dtype, warn)
-    return spec, tokenizer if tokenizer is not None else _tokenizer(source, options)
+    if tokenizer is None:
+        tokenizer = _tokenizer(source, options)
+    # decided here, before anything is written, so --dry-run shows the vocab_size the real run writes
+    reconcile_vocab_size(spec, tokenizer.vocab_size, warn)
+    return spec, tokenizer
 
 
 def _merge_vocabulary(source: Source, options: ConvertOptions, warn: Warn):
@@ -219,9 +224,9 @@ def _write_output(source: Source, plan: Plan, options: ConvertOptions, progress:
         files = writing.join()
         progress.finish()
         write_common(weights)
-        from migrator.convert.context import write_context
+        from migrator.convert.write.nemo2 import write_context
 
-        write_context(partial / "context", plan.spec, plan.tokenizer, warn)
+        write_context(partial / "context", plan.spec, plan.tokenizer)
         write_backend_marker(weights)
         _fsync_tree(partial)
         check_cancel(cancel)  # the last moment an interrupt still means "no OUT"
@@ -246,11 +251,11 @@ def _write_weights(source: Source, plan: Plan, weights: Path, options: ConvertOp
         write_merged_weights(source, plan, weights, progress=progress, cancel=cancel)
         return {}
     if plan.mode == "stream":
-        from migrator.convert.stream_weights import write_streamed_weights
+        from migrator.convert.write.stream_route import write_streamed_weights
 
         write_streamed_weights(source, plan, weights, workers=options.workers, progress=progress, cancel=cancel)
         return {}
-    from migrator.convert.copy_weights import write_copied_weights
+    from migrator.convert.write.copy_route import write_copied_weights
 
     return write_copied_weights(source, plan, weights, workers=options.workers, progress=progress, cancel=cancel)
 

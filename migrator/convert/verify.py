@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from migrator.convert.chunks import StoredChunk, StoredObject, rename_key
-from migrator.convert.dcp_writer import BACKEND_MARKER
-from migrator.convert.extra_state import is_core_attention
-from migrator.convert.fileops import FileSlice, read_exactly, skip
-from migrator.convert.source import Source, open_source
-from migrator.convert.torch_dist import DcpIndex, parse_dcp_metadata
+from migrator.convert.formats.chunks import StoredChunk, StoredObject, rename_key
+from migrator.convert.model.extra_state import is_core_attention
+from migrator.convert.read.source import Source, open_source
+from migrator.convert.read.torch_dist import DcpIndex, parse_dcp_metadata, view_torch_chunk
+from migrator.convert.storage.fileops import FileSlice, read_exactly, skip
+from migrator.convert.write.dcp import BACKEND_MARKER
 from migrator.errors import MigratorError
 
 
@@ -182,11 +182,9 @@ def _decode_source(item: StoredChunk | StoredObject, data: bytearray, what: str)
     torch = _torch()
     if isinstance(item, StoredChunk):
         if item.encoding == "raw":
-            from migrator.convert.zarr_reader import decode_chunk
+            from migrator.convert.read.zarr import decode_chunk
 
             return decode_chunk(item, data)
-        from migrator.convert.stream_weights import view_torch_chunk
-
         return view_torch_chunk(data, item, what)  # a view of `data`, not a second copy
     with torch.serialization.safe_globals([io.BytesIO]):
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)

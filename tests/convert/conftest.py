@@ -17,7 +17,7 @@ from typing import Any, Callable
 import pytest
 
 from tests.conftest import ROOT as REPO
-from tests.conftest import SHARED, need_shared
+from tests.conftest import SHARED, need_megatron_core, need_shared
 
 FIXTURES = SHARED / "fixtures"
 NEMO1 = FIXTURES / "nemo1"
@@ -104,7 +104,7 @@ def megatron_reader():
     import torch
     import torch.distributed as dist
 
-    pytest.importorskip("megatron.core")
+    need_megatron_core()
     from megatron.core import dist_checkpointing
     from megatron.core.dist_checkpointing import ShardedObject, ShardedTensor
 

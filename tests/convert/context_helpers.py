@@ -33,7 +33,7 @@ class Checkpoint:
     """A fixture `.nemo` read with the converter's own source reader (model config, tensors, members)."""
 
     def __init__(self, path: Path) -> None:
-        from migrator.convert.source import open_source
+        from migrator.convert.read.source import open_source
 
         source = open_source(need(path))
         try:

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from migrator.convert.architecture import derive_model_spec, reconcile_vocab_size
-from migrator.convert.models import load_model_table
-from migrator.convert.types import TensorInfo
+from migrator.convert.formats.types import TensorInfo
+from migrator.convert.model.architecture import derive_model_spec, reconcile_vocab_size
+from migrator.convert.model.models import load_model_table
 from migrator.errors import MigratorError
 from tests.convert.context_helpers import (
     GPT_IDS, NEMO2_REF, NEMOTRONH_IDS, TINY_LLAMA, TINY_LLAMA_ZARR, TINY_MIXTRAL, checkpoint, need,

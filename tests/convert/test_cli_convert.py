@@ -16,6 +16,7 @@ import pytest
 from migrator.convert.verify import verify_checkpoint
 from tests.convert import checkpoint_factory as factory
 from tests.convert.conftest import LLAMA_ID, REPO, fixture_nemo, run_cli, with_settings
+from tests.convert.context_helpers import load_graph
 
 
 def assert_complete(out: Path) -> None:
@@ -66,6 +67,23 @@ def test_dash_aliases_and_dry_run_write_nothing(tmp_path: Path) -> None:
                    "--model_id", LLAMA_ID, "--dry-run", "--dtype", "fp32")
     assert "route: stream every chunk" in cast.stdout and "bfloat16 -> float32" in cast.stdout
     assert_nothing_written(out)
+
+
+def test_dry_run_shows_the_vocab_size_the_real_run_writes(tmp_path: Path, llama_config_text: str) -> None:
+    """A checkpoint whose 128 embedding rows NeMo 2.0 would not rebuild from the tokenizer (100 tokens padded to a
+    multiple of 16 is 112): the real run writes vocab_size=128, and --dry-run must show the same config."""
+    text = with_settings(llama_config_text, make_vocab_size_divisible_by=16)
+    nemo = _tar_with(tmp_path / "t.nemo", fixture_nemo("tiny_llama_torch_dist"), {"model_config.yaml": text.encode()})
+    base = ["convert", "--input_path", nemo, "--model_id", LLAMA_ID]
+    dry = run_cli(*base, "--output_path", tmp_path / "dry", "--dry-run")
+    real = run_cli(*base, "--output_path", tmp_path / "out")
+    assert dry.returncode == 0 and real.returncode == 0, dry.stderr + real.stderr
+    written = load_graph(tmp_path / "out" / "context" / "io.json")["model"]["config"]["vocab_size"]
+    assert written == 128
+    config = next(line for line in dry.stdout.splitlines() if line.startswith("config: "))
+    assert "vocab_size=128" in config.split(", "), config
+    warning = "writing vocab_size=128"
+    assert warning in dry.stderr and warning in real.stderr
 
 
 def test_existing_output_is_refused_and_replaced_with_force(tmp_path: Path) -> None:
@@ -209,7 +227,7 @@ def test_strict_refuses_unknown_keys_and_default_carries_them(tmp_path: Path, ma
 
 
 def test_failure_midway_leaves_no_output(tmp_path: Path, make_nemo) -> None:
-    from migrator.convert.source import open_source
+    from migrator.convert.read.source import open_source
 
     folder = make_nemo(extracted=True)
     with open_source(folder) as source:
@@ -288,7 +306,7 @@ def test_every_flag_of_nemos_converter_is_accepted(tmp_path: Path) -> None:
 
 
 def test_plain_progress_lines() -> None:
-    from migrator.convert.progress import PlainProgress, make_progress
+    from migrator.convert.storage.progress import PlainProgress, make_progress
 
     stream = io.StringIO()
     assert isinstance(make_progress(stream), PlainProgress)  # not a terminal

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from migrator.convert.architecture import derive_model_spec
-from migrator.convert.context import write_context
-from migrator.convert.fiddle_json import Config, PyRef, graph
-from migrator.convert.nemo2_reference import read_reference_model
-from migrator.convert.tokenizer import resolve_tokenizer
+from migrator.convert.model.architecture import derive_model_spec, reconcile_vocab_size
+from migrator.convert.model.tokenizer import resolve_tokenizer
+from migrator.convert.read.nemo2_context import read_reference_model
+from migrator.convert.write.fiddle_json import Config, PyRef, graph
+from migrator.convert.write.nemo2 import write_context
 from migrator.errors import MigratorError
 from tests.convert.context_helpers import NEMO2_REF, TINY_LLAMA, TINY_MIXTRAL, checkpoint, load_graph, need
 
@@ -175,10 +175,13 @@ def test_vocab_size_is_added_when_nemo2_would_pad_differently(tmp_path):
                              "keep", lambda m: None)
     tok = resolve_tokenizer(ck.config(), ck.read_member, None, None, None, None)  # 100 tokens -> 128 with 32... ok
     seen: list[str] = []
-    write_context(tmp_path / "a", spec, tok, seen.append)
+    reconcile_vocab_size(spec, tok.vocab_size, seen.append)
+    write_context(tmp_path / "a", spec, tok)
     assert "vocab_size" not in spec.config_kwargs and not seen
+    assert "vocab_size" not in load_graph(tmp_path / "a" / "io.json")["model"]["config"]
     spec = derive_model_spec(ck.config(make_vocab_size_divisible_by=16), ck.tensors, "meta-llama/Meta-Llama-3-8B",
                              "keep", lambda m: None)
-    write_context(tmp_path / "b", spec, tok, seen.append)  # 100 -> 112 != 128 rows (NeMo 1.0 had TP = 8)
+    reconcile_vocab_size(spec, tok.vocab_size, seen.append)  # 100 -> 112 != 128 rows (NeMo 1.0 had TP = 8)
+    write_context(tmp_path / "b", spec, tok)
     assert load_graph(tmp_path / "b" / "io.json")["model"]["config"]["vocab_size"] == 128
     assert seen and "writing vocab_size=128" in seen[0] and seen[0] in spec.warnings

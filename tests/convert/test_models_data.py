@@ -7,7 +7,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict, field_validator
 from ruamel.yaml import YAML
 
-from migrator.convert.models import load_model_table, parse_model_table, rules_path
+from migrator.convert.model.models import load_model_table, parse_model_table, rules_path
 from migrator.errors import MigratorError
 from tests.convert.context_helpers import GPT_IDS, NEMOTRONH_IDS
 

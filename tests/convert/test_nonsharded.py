@@ -210,14 +210,14 @@ def test_verify_against_finds_a_changed_tensor(tmp_path: Path) -> None:
     source = need(LEGACY / "b_tp2pp1" / "tiny_llama_mcore_tp2pp1.nemo")
     out = tmp_path / "out"
     convert(source, out)
-    from migrator.convert.torch_dist import parse_dcp_metadata
+    from migrator.convert.read.torch_dist import parse_dcp_metadata
 
     index = parse_dcp_metadata((out / "weights" / ".metadata").read_bytes(), "x", member_dir="")
     chunk = next(c for c in index.chunks["module.decoder.layers.self_attention.linear_proj.weight"]
                  if c.offsets[0] == 1)
     path = out / "weights" / chunk.member
     data = bytearray(path.read_bytes())
-    from migrator.convert.torch_save_format import tensor_layout
+    from migrator.convert.formats.torch_save_format import tensor_layout
 
     layout = tensor_layout(bytes(data[chunk.byte_offset:chunk.byte_offset + chunk.byte_length]), "chunk")
     data[chunk.byte_offset + layout.data_offset + 10] ^= 0x40  # one tensor byte

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from migrator.convert.model_config import load_model_config
-from migrator.convert.source import open_source
+from migrator.convert.read.model_config import load_model_config
+from migrator.convert.read.source import open_source
 from migrator.errors import MigratorError
 from tests.convert.conftest import NEMO1, fixture_nemo, need
 
@@ -83,7 +83,7 @@ def test_gzip_folder_and_bare_weights_give_the_same_index(tmp_path: Path) -> Non
 
 def test_opening_a_source_does_not_import_torch() -> None:
     """The same-dtype route needs no torch (importing it costs seconds and hundreds of MB)."""
-    code = ("import sys; from pathlib import Path; from migrator.convert.source import open_source; "
+    code = ("import sys; from pathlib import Path; from migrator.convert.read.source import open_source; "
             f"open_source(Path({str(fixture_nemo('tiny_llama_torch_dist'))!r})); "
             f"open_source(Path({str(fixture_nemo('tiny_llama_zarr'))!r})); print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from migrator.convert.tokenizer import (
+from migrator.convert.model.tokenizer import (
     HF_AUTO, SENTENCEPIECE, TIKTOKEN, hf_vocab_size, resolve_tokenizer, sentencepiece_piece_count,
 )
 from migrator.errors import MigratorError
@@ -174,7 +174,7 @@ def test_hf_vocab_size_from_vocab_json_and_added_tokens(tmp_path):
 
 
 def test_missing_member_through_the_real_source_reader_keeps_its_message():
-    from migrator.convert.source import open_source
+    from migrator.convert.read.source import open_source
 
     cfg = tok_section(model="nemo:nothere_tokenizer.model")
     with open_source(TINY_LLAMA) as source:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from migrator.convert.source import open_source
+from migrator.convert.read.source import open_source
 from migrator.convert.verify import verify_checkpoint
 from tests.convert.conftest import LLAMA_ID, fixture_nemo, run_cli
 
@@ -64,8 +64,8 @@ def test_verify_after_a_cast(tmp_path: Path) -> None:
     import io
 
     from migrator.convert.pipeline import convert
-    from migrator.convert.plan import ConvertOptions
-    from migrator.convert.progress import PlainProgress
+    from migrator.convert.storage.progress import PlainProgress
+    from migrator.convert.write.plan import ConvertOptions
 
     out = tmp_path / "fp32"
     convert(ConvertOptions(fixture_nemo("tiny_llama_zarr"), out, model_id=LLAMA_ID, dtype="fp32"),

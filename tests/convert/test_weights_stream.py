@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from migrator.convert.formats.torch_save_format import read_records, wrap_object, write_tensor
 from migrator.convert.pipeline import convert
-from migrator.convert.plan import ConvertOptions
-from migrator.convert.progress import PlainProgress
-from migrator.convert.torch_save_format import read_records, wrap_object, write_tensor
+from migrator.convert.storage.progress import PlainProgress
+from migrator.convert.write.plan import ConvertOptions
 from migrator.errors import MigratorError
 from tests.convert import checkpoint_factory as factory
 from tests.convert.checkpoint_factory import bits, read_dcp
@@ -182,8 +182,8 @@ def test_wrapping_zarr_objects_keeps_content_and_refuses_code(tmp_path: Path) ->
 
 
 def test_tensor_layout_views_torch_save_bytes_without_torch_load() -> None:
-    from migrator.convert.source import open_source
-    from migrator.convert.torch_save_format import tensor_layout
+    from migrator.convert.formats.torch_save_format import tensor_layout
+    from migrator.convert.read.source import open_source
 
     def view(blob: bytearray) -> torch.Tensor:
         layout = tensor_layout(blob, "blob")
@@ -225,7 +225,7 @@ def test_planned_disk_space_covers_the_output(tmp_path: Path, name: str, options
 
 def test_kernel_copied_zarr_chunks_have_correct_crcs(tmp_path: Path) -> None:
     """Same-dtype zarr chunks are copied in the kernel while a second thread computes their CRC."""
-    from migrator.convert.torch_dist import parse_dcp_metadata
+    from migrator.convert.read.torch_dist import parse_dcp_metadata
 
     out, _ = run_convert(fixture_nemo("tiny_llama_zarr"), tmp_path / "out")
     weights = out / "weights"

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from migrator.convert.formats.safe_pickle import load_allowlisted
 from migrator.convert.pipeline import convert
-from migrator.convert.plan import ConvertOptions
-from migrator.convert.progress import PlainProgress
-from migrator.convert.safe_pickle import load_allowlisted
-from migrator.convert.source import open_source
-from migrator.convert.torch_dist import ALLOWED_GLOBALS, parse_dcp_metadata
+from migrator.convert.read.source import open_source
+from migrator.convert.read.torch_dist import ALLOWED_GLOBALS, parse_dcp_metadata
+from migrator.convert.storage.progress import PlainProgress
+from migrator.convert.write.plan import ConvertOptions
 from migrator.errors import MigratorError
 from tests.convert.checkpoint_factory import bits, read_dcp
 from tests.convert.conftest import LLAMA_ID, NEMO1, NEMO2_REFERENCE, fixture_nemo, need

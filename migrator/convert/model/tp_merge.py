@@ -49,7 +49,7 @@ class MergedTensor:
 
     @property
     def nbytes(self) -> int:
-        from migrator.convert.chunks import itemsize
+        from migrator.convert.formats.chunks import itemsize
 
         n = itemsize(self.dtype)
         for d in self.shape:

@@ -17,12 +17,12 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable, Iterator
 
-from migrator.convert.safe_pickle import PersistentRef, PickledObject, make_object, stand_in
-from migrator.convert.torch_save_format import (
+from migrator.convert.formats.safe_pickle import PersistentRef, PickledObject, make_object, stand_in
+from migrator.convert.formats.torch_save_format import (
     _CENTRAL_HEADER, _END, _LOCAL_HEADER, _U32, _ZIP64_END, _ZIP64_LOCATOR, OBJECT_GLOBALS, STORAGE_TYPES,
     contiguous_strides,
 )
-from migrator.convert.chunks import itemsize
+from migrator.convert.formats.chunks import itemsize
 from migrator.errors import MigratorError
 
 CKPT_NAME = "model_weights.ckpt"
@@ -272,8 +272,8 @@ def _plain_stand_ins(value: Any) -> Any:
 
 def object_blob(ref: ObjectRef, stream: BinaryIO, what: str) -> bytes:
     """`torch.save([value])`: the form torch_dist keeps a sharded object in (storage records copied as they are)."""
-    from migrator.convert.safe_pickle import dump_stand_ins
-    from migrator.convert.torch_save_format import write_archive
+    from migrator.convert.formats.safe_pickle import dump_stand_ins
+    from migrator.convert.formats.torch_save_format import write_archive
 
     storages = [(name, length, [_read_at(stream, offset, length, what)])
                 for name, (offset, length) in ref.storages.items()]
@@ -401,7 +401,7 @@ class NonShardedIndex:
                           describe=self.describe)
 
     def tensors(self) -> dict[str, "TensorInfo"]:
-        from migrator.convert.types import TensorInfo
+        from migrator.convert.formats.types import TensorInfo
 
         names = sorted({name for name, _ in self.params})
         out: dict[str, TensorInfo] = {}

@@ -14,14 +14,14 @@ import threading
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from migrator.convert.chunks import itemsize, rename_key
-from migrator.convert.dcp_writer import DcpWriter, none_object_blob
-from migrator.convert.fileops import BUFFER, check_cancel
+from migrator.convert.formats.chunks import itemsize, rename_key
+from migrator.convert.write.dcp import DcpWriter, none_object_blob
+from migrator.convert.storage.fileops import BUFFER, check_cancel
 from migrator.convert.model.tp_merge import MergedTensor
-from migrator.convert.plan import Plan
-from migrator.convert.progress import Progress
+from migrator.convert.write.plan import Plan
+from migrator.convert.storage.progress import Progress
 from migrator.convert.read.nonsharded import NonShardedIndex, object_blob
-from migrator.convert.source import Source
+from migrator.convert.read.source import Source
 from migrator.errors import MigratorError
 
 

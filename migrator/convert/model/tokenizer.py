@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from migrator.convert.spec import TokenizerSpec
+from migrator.convert.model.spec import TokenizerSpec
 from migrator.errors import MigratorError
 
 SENTENCEPIECE = "nemo.collections.common.tokenizers.sentencepiece_tokenizer.SentencePieceTokenizer"

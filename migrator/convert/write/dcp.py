@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterable
 
-from migrator.convert.safe_pickle import dump_stand_ins, make_object, stand_in
-from migrator.convert.torch_save_format import write_plain, write_tensor
+from migrator.convert.formats.safe_pickle import dump_stand_ins, make_object, stand_in
+from migrator.convert.formats.torch_save_format import write_plain, write_tensor
 
 BACKEND_MARKER = {"sharded_backend": "torch_dist", "sharded_backend_version": 1,
                   "common_backend": "torch", "common_backend_version": 1}
@@ -134,7 +134,7 @@ class DcpWriter:
     def copy_blob(self, file: DataFile, key: str, src_fd: int, src_offset: int, length: int,
                   tensor_chunk: tuple[tuple[int, ...], tuple[int, ...]], *, progress=None, cancel=None) -> None:
         """Append a chunk's archive copied byte for byte (in the kernel) from a torch_dist source file."""
-        from migrator.convert.fileops import copy_into
+        from migrator.convert.storage.fileops import copy_into
 
         file.handle.flush()
         start = file.handle.tell()

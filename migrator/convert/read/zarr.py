@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from math import ceil, prod
 from typing import TYPE_CHECKING, Mapping
 
-from migrator.convert.chunks import StoredChunk, StoredObject, itemsize
-from migrator.convert.types import TensorInfo
+from migrator.convert.formats.chunks import StoredChunk, StoredObject, itemsize
+from migrator.convert.formats.types import TensorInfo
 from migrator.errors import MigratorError
 
 if TYPE_CHECKING:

@@ -24,7 +24,7 @@ import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Iterable
 
-from migrator.convert.safe_pickle import PersistentRef, dump_stand_ins, load_allowlisted, make_object, stand_in
+from migrator.convert.formats.safe_pickle import PersistentRef, dump_stand_ins, load_allowlisted, make_object, stand_in
 from migrator.errors import MigratorError
 
 ARCHIVE_PREFIX = "archive"
@@ -81,7 +81,7 @@ class ArchiveWriter:
             self._out.write(piece)
             written += len(piece)
             if written >= _WRITEBACK_EVERY and self._out.tell() - pending >= _WRITEBACK_EVERY:
-                from migrator.convert.fileops import start_writeback
+                from migrator.convert.storage.fileops import start_writeback
 
                 self._out.flush()
                 start_writeback(self._out.fileno(), pending, self._out.tell() - pending)
@@ -100,7 +100,7 @@ class ArchiveWriter:
         while a second thread computes the CRC from the same (cached) source bytes."""
         import threading
 
-        from migrator.convert.fileops import copy_into, crc32_of_range
+        from migrator.convert.storage.fileops import copy_into, crc32_of_range
 
         encoded = f"{self._prefix}/{name}".encode("utf-8")
         self._out.flush()

@@ -19,13 +19,13 @@ import zlib
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator
 
-from migrator.convert.chunks import StoredChunk, StoredObject
-from migrator.convert.fileops import FileSlice, copy_file, copy_range, copy_stream, link_or_copy
-from migrator.convert.model_config import load_model_config
+from migrator.convert.formats.chunks import StoredChunk, StoredObject
+from migrator.convert.formats.types import TensorInfo
+from migrator.convert.read.model_config import load_model_config
 from migrator.convert.read.nonsharded import NonShardedIndex, is_nonsharded_member, open_rank_files
-from migrator.convert.torch_dist import DcpIndex, parse_dcp_metadata
-from migrator.convert.types import TensorInfo
-from migrator.convert.zarr_reader import ZarrArray, build_zarr_index, is_zarr_chunk_member, parse_zarray
+from migrator.convert.read.torch_dist import DcpIndex, parse_dcp_metadata
+from migrator.convert.read.zarr import ZarrArray, build_zarr_index, is_zarr_chunk_member, parse_zarray
+from migrator.convert.storage.fileops import FileSlice, copy_file, copy_range, copy_stream, link_or_copy
 from migrator.errors import MigratorError
 
 WEIGHTS_DIR = "model_weights"

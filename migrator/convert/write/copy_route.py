@@ -12,14 +12,14 @@ import re
 import threading
 from pathlib import Path
 
-from migrator.convert.chunks import rename_key
-from migrator.convert.dcp_writer import DcpWriter, none_object_blob, write_file
-from migrator.convert.fileops import check_cancel
-from migrator.convert.plan import Plan
-from migrator.convert.progress import Progress
-from migrator.convert.source import Source
-from migrator.convert.torch_dist import renamed_metadata
-from migrator.convert.workers import run_tasks
+from migrator.convert.formats.chunks import rename_key
+from migrator.convert.read.source import Source
+from migrator.convert.read.torch_dist import renamed_metadata
+from migrator.convert.storage.fileops import check_cancel
+from migrator.convert.storage.progress import Progress
+from migrator.convert.storage.workers import run_tasks
+from migrator.convert.write.dcp import DcpWriter, none_object_blob, write_file
+from migrator.convert.write.plan import Plan
 from migrator.errors import MigratorError
 
 _DATA_FILE = re.compile(r"^__(\d+)_(\d+)\.distcp$")
@@ -45,7 +45,7 @@ def write_copied_weights(source: Source, plan: Plan, weights: Path, *, workers: 
     if source.random_access:
         run_tasks([copy_one(m) for m in members], [None] * max(1, min(workers, len(members))), cancel)
     else:
-        from migrator.convert.fileops import copy_stream
+        from migrator.convert.storage.fileops import copy_stream
 
         for member, stream in source.iter_members(members):
             check_cancel(cancel)

@@ -11,7 +11,7 @@ import queue
 import threading
 from typing import Callable, Sequence, TypeVar
 
-from migrator.convert.fileops import Cancelled
+from migrator.convert.storage.fileops import Cancelled
 
 Slot = TypeVar("Slot")
 

@@ -12,8 +12,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from migrator.convert.chunks import DTYPES, StoredChunk, StoredObject, itemsize
-from migrator.convert.safe_pickle import (
+from migrator.convert.formats.chunks import DTYPES, StoredChunk, StoredObject, itemsize
+from migrator.convert.formats.safe_pickle import (
     PickledObject,
     dump_stand_ins,
     global_name,
@@ -21,7 +21,7 @@ from migrator.convert.safe_pickle import (
     load_allowlisted,
     make_object,
 )
-from migrator.convert.types import TensorInfo
+from migrator.convert.formats.types import TensorInfo
 from migrator.errors import MigratorError
 
 _DCP_METADATA = "torch.distributed.checkpoint.metadata"
@@ -230,3 +230,23 @@ def _copy_stand_in(obj: PickledObject) -> PickledObject:
     copy = object.__new__(type(obj))
     copy.__dict__.update(obj.__dict__)
     return copy
+
+
+def view_torch_chunk(data: bytearray, chunk: StoredChunk, what: str) -> "object":
+    """The tensor of one chunk's `torch.save` blob (read from a data file into memory), as a view of those bytes
+    (torch.load would copy them). Checked against the index entry `chunk`; the only function here that imports torch."""
+    import torch
+
+    from migrator.convert.formats.torch_save_format import tensor_layout
+
+    layout = tensor_layout(data, f"{what} ({chunk.key} at {list(chunk.offsets)})")
+    if layout.dtype != chunk.dtype or tuple(layout.size) != tuple(chunk.sizes):
+        raise MigratorError(f"{what}: chunk of {chunk.key} at {list(chunk.offsets)} holds {list(layout.size)} "
+                            f"{layout.dtype}, the index says {list(chunk.sizes)} {chunk.dtype}")
+    if layout.data_length < layout.storage_numel * itemsize(layout.dtype):
+        raise MigratorError(f"{what}: chunk of {chunk.key} at {list(chunk.offsets)} is truncated")
+    if layout.storage_numel == 0:
+        return torch.empty(layout.size, dtype=getattr(torch, layout.dtype))
+    storage = torch.frombuffer(data, dtype=getattr(torch, layout.dtype), count=layout.storage_numel,
+                               offset=layout.data_offset)
+    return storage.as_strided(layout.size, layout.stride, layout.storage_offset)

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from migrator.convert.chunks import CAST_TARGETS, StoredChunk, itemsize, output_dtype, rename_key
-from migrator.convert.extra_state import ObjectPlan, plan_objects
-from migrator.convert.source import Source, FolderSource
-from migrator.convert.spec import ModelSpec, TokenizerSpec
+from migrator.convert.formats.chunks import CAST_TARGETS, StoredChunk, itemsize, output_dtype, rename_key
+from migrator.convert.model.extra_state import ObjectPlan, plan_objects
+from migrator.convert.model.spec import ModelSpec, TokenizerSpec
+from migrator.convert.read.source import Source, FolderSource
 from migrator.errors import MigratorError
 
 ARCHIVE_OVERHEAD = 1600  # bytes a torch.save archive adds around each chunk's data (headers, pickle, directory)

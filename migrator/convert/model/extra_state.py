@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from migrator.convert.chunks import StoredObject, rename_key
+from migrator.convert.formats.chunks import StoredObject, rename_key
 
 CORE_ATTENTION = "decoder.layers.self_attention.core_attention._extra_state"
 _TE_LINEAR = "decoder.layers.self_attention.linear_qkv._extra_state"

@@ -12,12 +12,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from migrator.convert import nemo1_arch, shapes
-from migrator.convert.chunks import CAST_TARGETS
-from migrator.convert.models import FamilyEntry, ModelTable, load_model_table
-from migrator.convert.nemo2_reference import find_io_json, read_reference_model
-from migrator.convert.spec import ModelSpec
-from migrator.convert.types import TensorInfo
+from migrator.convert.formats.chunks import CAST_TARGETS
+from migrator.convert.formats.types import TensorInfo
+from migrator.convert.model import nemo1_arch, shapes
+from migrator.convert.model.models import FamilyEntry, ModelTable, load_model_table
+from migrator.convert.model.spec import ModelSpec
+from migrator.convert.read.nemo2_context import find_io_json, read_reference_model
 from migrator.errors import MigratorError
 
 Warn = Callable[[str], None]

@@ -14,13 +14,11 @@ from __future__ import annotations
 import io
 import re
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from migrator.convert.architecture import reconcile_vocab_size
-from migrator.convert.fiddle_json import Config, PyRef, dumps
-from migrator.convert.spec import ModelSpec, TokenizerSpec
+from migrator.convert.model.spec import ModelSpec, TokenizerSpec
+from migrator.convert.write.fiddle_json import Config, PyRef, dumps
 from migrator.errors import MigratorError
 
 TRAINER_CONTEXT = "nemo.lightning.io.pl.TrainerContext"
@@ -121,16 +119,14 @@ def _write_tokenizer_files(context_dir: Path, files: dict[str, bytes | Path]) ->
             raise MigratorError(f"{content}: tokenizer file not found")
 
 
-def write_context(context_dir: Path, spec: ModelSpec, tokenizer: TokenizerSpec,
-                  warn: Callable[[str], None] | None = None) -> None:
+def write_context(context_dir: Path, spec: ModelSpec, tokenizer: TokenizerSpec) -> None:
     """Write io.json, model.yaml and the tokenizer artifacts into `context_dir` (created if needed).
 
-    If the tokenizer's size tells that NeMo 2.0 would pad the vocabulary to a different size than the
-    checkpoint's embedding rows, `vocab_size` is added to the config first (see reconcile_vocab_size).
+    `spec` is written as it is: it must be complete (the pipeline reconciles `vocab_size` with the tokenizer
+    before anything is written, see model.architecture.reconcile_vocab_size).
     """
     context_dir = Path(context_dir)
     context_dir.mkdir(parents=True, exist_ok=True)
-    reconcile_vocab_size(spec, tokenizer.vocab_size, warn)
     root = context_graph(spec, tokenizer)
     _write_tokenizer_files(context_dir, tokenizer.files)
     (context_dir / "io.json").write_text(dumps(root), encoding="utf-8")

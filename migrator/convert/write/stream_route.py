@@ -19,16 +19,17 @@ from math import prod
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator
 
-from migrator.convert.chunks import StoredChunk, itemsize
-from migrator.convert.dcp_writer import DataFile, DcpWriter, none_object_blob
-from migrator.convert.extra_state import ObjectPlan
-from migrator.convert.fileops import BUFFER, FileSlice, check_cancel, read_exactly, skip
-from migrator.convert.plan import Plan, TensorPlan
-from migrator.convert.progress import Progress
-from migrator.convert.source import Source
-from migrator.convert.torch_save_format import FileRange, wrap_object
-from migrator.convert.workers import run_tasks
-from migrator.convert.zarr_reader import decode_chunk, decompressed
+from migrator.convert.formats.chunks import StoredChunk, itemsize
+from migrator.convert.formats.torch_save_format import FileRange, wrap_object
+from migrator.convert.model.extra_state import ObjectPlan
+from migrator.convert.read.source import Source
+from migrator.convert.read.torch_dist import view_torch_chunk
+from migrator.convert.read.zarr import decode_chunk, decompressed
+from migrator.convert.storage.fileops import BUFFER, FileSlice, check_cancel, read_exactly, skip
+from migrator.convert.storage.progress import Progress
+from migrator.convert.storage.workers import run_tasks
+from migrator.convert.write.dcp import DataFile, DcpWriter, none_object_blob
+from migrator.convert.write.plan import Plan, TensorPlan
 from migrator.errors import MigratorError
 
 # A unit of work: given a stream positioned at its bytes and an output data file, write one item.
@@ -132,25 +133,6 @@ def _chunk_job(writer: DcpWriter, tensor: TensorPlan, chunk: StoredChunk, source
             pieces = _cast_pieces(decode_chunk(chunk, data), tensor.dtype)  # shares `data` (a full chunk)
         writer.write_chunk(out, tensor.new_key, chunk.offsets, chunk.sizes, nbytes, pieces)
     return job
-
-
-def view_torch_chunk(data: bytearray, chunk: StoredChunk, what: str) -> "object":
-    """The tensor of a `torch.save` blob held in memory, as a view of those bytes (torch.load would copy them)."""
-    import torch
-
-    from migrator.convert.torch_save_format import tensor_layout
-
-    layout = tensor_layout(data, f"{what} ({chunk.key} at {list(chunk.offsets)})")
-    if layout.dtype != chunk.dtype or tuple(layout.size) != tuple(chunk.sizes):
-        raise MigratorError(f"{what}: chunk of {chunk.key} at {list(chunk.offsets)} holds {list(layout.size)} "
-                            f"{layout.dtype}, the index says {list(chunk.sizes)} {chunk.dtype}")
-    if layout.data_length < layout.storage_numel * itemsize(layout.dtype):
-        raise MigratorError(f"{what}: chunk of {chunk.key} at {list(chunk.offsets)} is truncated")
-    if layout.storage_numel == 0:
-        return torch.empty(layout.size, dtype=getattr(torch, layout.dtype))
-    storage = torch.frombuffer(data, dtype=getattr(torch, layout.dtype), count=layout.storage_numel,
-                               offset=layout.data_offset)
-    return storage.as_strided(layout.size, layout.stride, layout.storage_offset)
 
 
 def _object_job(writer: DcpWriter, obj: ObjectPlan, source: Source, progress: Progress,

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from migrator.convert.types import TensorInfo
+from migrator.convert.formats.types import TensorInfo
 from migrator.errors import MigratorError
 
 _PREFIXES = ("model.", "module.")
