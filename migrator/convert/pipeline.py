@@ -71,7 +71,13 @@ def _context_side(source: Source, options: ConvertOptions, warn: Warn, tokenizer
     `tokenizer`: already resolved (a non-distributed source resolves it first, for its vocabulary)."""
     from migrator.convert.model.architecture import derive_model_spec, reconcile_vocab_size
 
-    spec = derive_model_spec(source.arch_config, source.tensors, options.model_id, options.dtype, warn)
+    try:
+        spec = derive_model_spec(source.arch_config, source.tensors, options.model_id, options.dtype, warn)
+    except MigratorError as error:
+        where = source.nonsharded.where(str(error).split(":", 1)[0]) if source.nonsharded is not None else None
+        if where is None:
+            raise
+        raise MigratorError(f"{error} (merged from {where})") from None
     if tokenizer is None:
         tokenizer = _tokenizer(source, options)
     # decided here, before anything is written, so --dry-run shows the vocab_size the real run writes

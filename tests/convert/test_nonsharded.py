@@ -330,3 +330,15 @@ def test_transformer_engine_names_and_extra_state_are_carried(tmp_path: Path, co
         b"fp8 model.decoder.layers.0.mlp.linear_fc2._extra_state rank 00"
     report = verify_checkpoint(out, source)
     assert report.ok, report.lines()
+
+
+def test_merged_shapes_that_contradict_the_config_name_the_rank_files(tmp_path: Path, config_text: str,
+                                                                      tokenizer_member) -> None:
+    tensors = factory.tiny_llama_tensors(layers=2, seed=1)
+    files = factory.split_nondist(tensors, 2, 1, padded_rows=256)
+    name, data = tokenizer_member
+    wrong = factory.pack_nondist(tmp_path / "a.nemo", with_settings(config_text, tensor_model_parallel_size=2,
+                                                                    ffn_hidden_size=200), files, {name: data})
+    _one_line_error(run_cli("convert", "--input_path", wrong, "--output_path", tmp_path / "o", "--model_id", LLAMA_ID),
+                    "linear_fc1.weight: shape [2, 352, 64] contradicts model_config.yaml",
+                    "merged from", "mp_rank_00/model_weights.ckpt and 1 more rank files")

@@ -429,6 +429,15 @@ class NonShardedIndex:
             out[name] = TensorInfo(name, shape, dtype, n)
         return out
 
+    def where(self, name: str) -> str | None:
+        """The rank files holding a (stacked) tensor, for messages: "<file> (and N more rank files)"."""
+        members = sorted({ref.member for (key, _), slot in self.params.items() if key == name
+                          for pieces in slot for ref in pieces.values()})
+        if not members:
+            return None
+        more = f" and {len(members) - 1} more rank files" if len(members) > 1 else ""
+        return f"{self.describe(members[0])}{more}"
+
     def set_vocab_rows(self, rows: int | None) -> None:
         self.vocab_rows = rows
 

@@ -139,6 +139,7 @@ def write_merged_weights(source: Source, plan: Plan, weights: Path, *, progress:
                     pieces = _cast(pieces, tensor.source_dtype, tensor.dtype)
                 writer.write_chunk(out, tensor.new_key, offsets, sizes, nbytes, pieces)
         placeholder = none_object_blob()
+        new_keys = {o.key: o.new_key for o in plan.objects}  # the destination's names, as the plan gives them
         for placement in index.object_placements():
             check_cancel(cancel)
             ref = placement.ref
@@ -146,7 +147,7 @@ def write_merged_weights(source: Source, plan: Plan, weights: Path, *, progress:
                 blob = placeholder
             else:
                 blob = object_blob(ref, streams.get(ref.member), f"{source.describe(ref.member)} ({ref.key})")
-            writer.write_blob(out, rename_key(placement.key), blob)
+            writer.write_blob(out, new_keys.get(placement.key, rename_key(placement.key)), blob)
     finally:
         streams.close()
         writer.close_files()
