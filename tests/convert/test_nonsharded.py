@@ -310,9 +310,11 @@ def test_transformer_engine_names_and_extra_state_are_carried(tmp_path: Path, co
             if key.endswith("_extra_state"):
                 value = io.BytesIO(f"fp8 {key} rank {rank}".encode())
             renamed[key] = value
-        for layer in range(2):
-            renamed[f"model.decoder.layers.{layer}.self_attention.core_attention._extra_state"] = io.BytesIO(
-                f"attention {layer} rank {rank}".encode())
+        renamed["model.decoder.layers.0.self_attention.core_attention._extra_state"] = io.BytesIO(
+            f"attention 0 rank {rank}".encode())
+        # newer Transformer Engine keeps its state as a uint8 tensor
+        renamed["model.decoder.layers.1.self_attention.core_attention._extra_state"] = factory.te_state(
+            "core_attention", int(rank))
         te_files[member] = renamed
     config = with_settings(config_text, tensor_model_parallel_size=2, transformer_engine="true")
     name, data = tokenizer_member
@@ -324,8 +326,10 @@ def test_transformer_engine_names_and_extra_state_are_carried(tmp_path: Path, co
         assert torch.equal(factory.bits(got["module." + key[len("model."):]]), factory.bits(value)), key
     assert len(objects) == 5 * 2
     loaded = objects  # torch DCP hands back each object as saved: megatron-core's one-element list
-    assert loaded["module.decoder.layers.self_attention.core_attention._extra_state/shard_1_2"][0].getvalue() == \
-        b"attention 1 rank 00"
+    assert loaded["module.decoder.layers.self_attention.core_attention._extra_state/shard_0_2"][0].getvalue() == \
+        b"attention 0 rank 00"
+    assert torch.equal(loaded["module.decoder.layers.self_attention.core_attention._extra_state/shard_1_2"][0],
+                       factory.te_state("core_attention", 0))
     assert loaded["module.decoder.layers.mlp.linear_fc2._extra_state/shard_0_2"][0].getvalue() == \
         b"fp8 model.decoder.layers.0.mlp.linear_fc2._extra_state rank 00"
     report = verify_checkpoint(out, source)
