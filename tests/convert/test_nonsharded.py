@@ -127,6 +127,20 @@ def test_tp4_pp2_swiglu_gqa_padded_vocab_merges_exactly(tmp_path: Path, config_t
     report = verify_checkpoint(out, source)
     assert report.ok, report.lines()
     assert any("vocabulary padding rows" in n for n in report.notes), report.lines()
+    # every chunk archive (written by in-kernel copies of the ranks' byte ranges) has the right CRCs
+    import io
+    import zipfile
+
+    from migrator.convert.read.torch_dist import parse_dcp_metadata
+
+    index = parse_dcp_metadata((out / "weights" / ".metadata").read_bytes(), "x", member_dir="")
+    checked = 0
+    for chunks in index.chunks.values():
+        for chunk in chunks:
+            data = (out / "weights" / chunk.member).read_bytes()[chunk.byte_offset:chunk.byte_offset + chunk.byte_length]
+            assert zipfile.ZipFile(io.BytesIO(data)).testzip() is None, chunk
+            checked += 1
+    assert checked == 3 + 4 * 6  # embedding, final norm, output layer; 6 tensors in each of 4 layers
     # NeMo's compute_tp_merge concatenates linear_fc1's rank pieces ([gate_r; up_r]) as they are: not the original
     fc1 = tensors["model.decoder.layers.mlp.linear_fc1.weight"][0]
     pieces = [torch.cat([fc1[:176][r * 44:(r + 1) * 44], fc1[176:][r * 44:(r + 1) * 44]]) for r in range(4)]

@@ -5,6 +5,8 @@ non-layer tensor) is merged from its tensor-parallel pieces (`model.tp_merge`) a
 `DcpWriter`, like a NeMo 1.0 dist checkpoint holds it. The merged tensor is never assembled: its bytes are byte
 ranges of the rank files, read and written in pieces of at most 8 MB (a row-parallel weight interleaves its
 ranks' rows a block of rows at a time), so memory stays flat whatever the size of the tensor or of the model.
+Where the output is a sequence of byte ranges of the rank files (everything but row-parallel weights, when no
+`--dtype` cast is asked), the ranges are copied in the kernel instead, with the CRC computed on a second thread.
 A `--dtype` cast converts each piece as it passes. Sharded objects (`_extra_state`) come from tensor-parallel
 rank 0 of each stage (megatron-core saves them from that rank only); missing ones are `[None]` placeholders.
 """
@@ -16,7 +18,8 @@ from typing import BinaryIO, Iterator
 
 from migrator.convert.formats.chunks import itemsize, rename_key
 from migrator.convert.write.dcp import DcpWriter, none_object_blob
-from migrator.convert.storage.fileops import BUFFER, check_cancel
+from migrator.convert.formats.torch_save_format import FileRanges
+from migrator.convert.storage.fileops import BUFFER, FileSlice, check_cancel
 from migrator.convert.model.tp_merge import MergedTensor
 from migrator.convert.write.plan import Plan
 from migrator.convert.storage.progress import Progress
@@ -100,6 +103,22 @@ def merged_pieces(merged: MergedTensor, streams: _Streams, describe, progress: P
             yield view
 
 
+def _file_ranges(merged: MergedTensor, streams: _Streams) -> tuple[tuple[int, int, int], ...] | None:
+    """(fd, offset, length) of each segment in the files behind the rank members, or None where the output is not
+    a sequence of byte ranges (a row-parallel weight) or a member is not a plain file range."""
+    if merged.columns:
+        return None
+    ranges = []
+    for segment in merged.segments:
+        stream = streams.get(segment.ref.member)
+        if not isinstance(stream, FileSlice):
+            return None
+        ref = segment.ref
+        ranges.append((stream.fileno(), stream.start + ref.offset + segment.row * ref.row_bytes,
+                       segment.count * ref.row_bytes))
+    return tuple(ranges)
+
+
 def _cast(pieces: Iterator[memoryview], source_dtype: str, dtype: str) -> Iterator[memoryview]:
     import torch
 
@@ -134,10 +153,18 @@ def write_merged_weights(source: Source, plan: Plan, weights: Path, *, progress:
                 nbytes = itemsize(tensor.dtype)
                 for d in shape:
                     nbytes *= d
-                pieces = merged_pieces(merged, streams, source.describe, progress, cancel)
-                if tensor.dtype != tensor.source_dtype:
-                    pieces = _cast(pieces, tensor.source_dtype, tensor.dtype)
-                writer.write_chunk(out, tensor.new_key, offsets, sizes, nbytes, pieces)
+                ranges = _file_ranges(merged, streams) if tensor.dtype == tensor.source_dtype else None
+                if ranges is not None:  # byte ranges of the rank files, in order: copied in the kernel
+                    pieces = FileRanges(ranges, progress.advance, cancel)
+                else:
+                    pieces = merged_pieces(merged, streams, source.describe, progress, cancel)
+                    if tensor.dtype != tensor.source_dtype:
+                        pieces = _cast(pieces, tensor.source_dtype, tensor.dtype)
+                try:
+                    writer.write_chunk(out, tensor.new_key, offsets, sizes, nbytes, pieces)  # type: ignore[arg-type]
+                except EOFError:
+                    ref = merged.segments[0].ref if merged.segments else merged.columns[0]
+                    raise MigratorError(f"{source.describe(ref.member)}: truncated ({ref.key})") from None
         placeholder = none_object_blob()
         new_keys = {o.key: o.new_key for o in plan.objects}  # the destination's names, as the plan gives them
         for placement in index.object_placements():
