@@ -23,7 +23,7 @@ from migrator.convert.storage.fileops import BUFFER, FileSlice, check_cancel
 from migrator.convert.model.tp_merge import MergedTensor
 from migrator.convert.write.plan import Plan
 from migrator.convert.storage.progress import Progress
-from migrator.convert.read.nonsharded import NonShardedIndex, object_blob
+from migrator.convert.read.nonsharded import object_blob
 from migrator.convert.read.source import Source
 from migrator.errors import MigratorError
 
