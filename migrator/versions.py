@@ -16,6 +16,12 @@ COMPONENT_ALIASES = {
     "megatron_core": "megatron-core",
     "mcore": "megatron-core",
 }
+# Megatron-Bridge releases (`--to bridge`); a separate set so that a NeMo 2.0 target never accepts one silently.
+BRIDGE_ALIASES = {
+    "megatron-bridge": "megatron-bridge",
+    "megatron_bridge": "megatron-bridge",
+    "bridge": "megatron-bridge",
+}
 
 
 @dataclass(frozen=True, order=True)
@@ -46,15 +52,29 @@ class Version:
         return (self.major, self.minor, self.patch)[: len(parts)] <= tuple(int(p) for p in parts)
 
 
-def parse_version_set(spec: str, *, option: str, defaults: dict[str, Version] | None = None) -> dict[str, Version]:
-    """Parse `nemo=2.1,megatron-core=0.16` into {"nemo": 2.1, "megatron-core": 0.16}, filling in defaults."""
+def parse_version_set(spec: str, *, option: str, defaults: dict[str, Version] | None = None,
+                      bridge: bool = False) -> dict[str, Version]:
+    """Parse `nemo=2.1,megatron-core=0.16` into {"nemo": 2.1, "megatron-core": 0.16}, filling in defaults. With
+    `bridge`, the components are megatron-bridge and megatron-core (`--to bridge`)."""
     result = dict(defaults or {})
     for part in filter(None, (p.strip() for p in spec.split(","))):
         name, sep, value = part.partition("=")
-        component = COMPONENT_ALIASES.get(name.strip().lower())
+        lowered = name.strip().lower()
+        if sep and bridge and COMPONENT_ALIASES.get(lowered) == "nemo":
+            raise MigratorError(f"{option}: {name.strip()}= names a NeMo release, but the destination is "
+                                "Megatron-Bridge (--to bridge); use megatron-bridge=X, or --to nemo2")
+        if sep and not bridge and lowered in BRIDGE_ALIASES:
+            raise MigratorError(f"{option}: {name.strip()}= names a Megatron-Bridge release: use it with --to bridge "
+                                "(the destination is NeMo 2.0)")
+        component = BRIDGE_ALIASES.get(lowered) or COMPONENT_ALIASES.get(lowered) if bridge else \
+            COMPONENT_ALIASES.get(lowered)
         if not sep or component is None:
-            known = ", ".join(sorted(set(COMPONENT_ALIASES.values())))
+            known = ", ".join(sorted({"megatron-bridge", "megatron-core"} if bridge
+                                     else set(COMPONENT_ALIASES.values())))
             raise MigratorError(f"{option}: expected COMPONENT=VERSION with COMPONENT one of {known}, got {part!r}")
+        if component == "megatron-bridge":
+            result[component] = value.strip()  # resolved against the known releases by the caller
+            continue
         try:
             result[component] = Version.parse(value)
         except ValueError as exc:
@@ -87,3 +107,20 @@ class Source:
 
     def describe(self) -> str:
         return f"nemo={self.nemo}" if self.nemo else "unknown"
+
+
+@dataclass(frozen=True)
+class BridgeTarget:
+    """The Megatron-Bridge release a migration aims at (a known, tagged release) and the megatron-core under it
+    (by default the one that release pins)."""
+
+    bridge: Version
+    megatron_core: Version
+
+    def describe(self) -> str:
+        return f"megatron-bridge={self.bridge}, megatron-core={self.megatron_core}"
+
+    def reached(self, *, bridge: str | None = None, megatron_core: str | None = None) -> bool:
+        if bridge is not None and self.bridge >= Version.parse(bridge):
+            return True
+        return megatron_core is not None and self.megatron_core >= Version.parse(megatron_core)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from migrator.cli.options import resolve_source, resolve_target
+from migrator.cli.options import resolve_lint_targets, resolve_source
 from migrator.engine.fixes import apply_edits
 from migrator.engine.runner import LintOptions, check_text
 from migrator.engine.table import Example, load_table
@@ -26,7 +26,8 @@ def _config_file(text: str | None) -> Path | None:
 
 
 def _lint(example: Example):
-    options = LintOptions(target=resolve_target(example.target), source=resolve_source(
+    target, bridge_target = resolve_lint_targets(example.target)
+    options = LintOptions(target=target, bridge_target=bridge_target, source=resolve_source(
         f"nemo={example.source_release}" if example.source_release else None),
         config_path=_config_file(example.config))
     filename = "example.py" if example.lang == "python" else "example.yaml"

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import click
 
-from migrator.cli.options import resolve_source, resolve_target, target_options, unified_diff
+from migrator.cli.options import (
+    destination_option, resolve_bridge_target, resolve_source, resolve_target, target_options, unified_diff,
+)
 from migrator.errors import MigratorError
 
 
@@ -168,7 +170,13 @@ def _common(func):
 @click.command("config")
 @click.argument("config_path", metavar="OLD.yaml")
 @click.argument("paths", nargs=-1, metavar="[PATHS]...")
-@click.option("--emit-python", is_flag=True, help="Print the NeMo 2.0 MegatronStrategy snippet (the default).")
+@click.option("--emit-python", is_flag=True, help="Print the NeMo 2.0 MegatronStrategy snippet (the default), or "
+              "with --to bridge the CheckpointConfig snippet.")
+@click.option("--emit-yaml", is_flag=True, help="With --to bridge: print a `checkpoint:` block for Bridge's YAML "
+              "overrides.")
+@click.option("--emit-overrides", is_flag=True, help="With --to bridge: print Hydra-style overrides "
+              "(checkpoint.FIELD=VALUE), one per line.")
+@destination_option
 @click.option("--patch", "patch_mode", is_flag=True,
               help="Patch the MegatronStrategy(...) calls in PATHS (files or folders) in place.")
 @click.option("--strip", is_flag=True, help="Remove the migrated keys from OLD.yaml (whole lines; keeps OLD.yaml.bak).")
@@ -177,13 +185,20 @@ def _common(func):
 @click.option("--output-format", type=click.Choice(["python", "json"]), default="python", show_default=True,
               help="json: the mapped keyword arguments, omitted settings and messages, for other tools.")
 @_common
-def config(config_path, paths, emit_python, patch_mode, strip, no_backup, output_path, output_format, target_spec,
-           source_spec, force, diff, check):
-    """Migrate the checkpoint settings of a NeMo 1.0 YAML config to NeMo 2.0's MegatronStrategy.
+def config(config_path, paths, emit_python, emit_yaml, emit_overrides, destination, patch_mode, strip, no_backup,
+           output_path, output_format, target_spec, source_spec, force, diff, check):
+    """Migrate the checkpoint settings of a NeMo 1.0 YAML config to NeMo 2.0's MegatronStrategy (or, with --to
+    bridge, to Megatron-Bridge's CheckpointConfig).
 
     Exit codes: 0 code produced or files patched, 1 refused (e.g. zarr for megatron-core >= 0.16 without --force)
     or, with --check or --diff, a file would change, 2 bad input.
     """
+    if destination == "bridge":
+        _config_bridge(config_path, paths, emit_python, emit_yaml, emit_overrides, patch_mode, strip, output_path,
+                       output_format, target_spec, source_spec, force, diff, check)
+        return
+    if emit_yaml or emit_overrides:
+        _usage("--emit-yaml and --emit-overrides are Megatron-Bridge forms: add --to bridge")
     if paths and not patch_mode:
         _usage(f"unexpected arguments {' '.join(paths)} (files to patch need --patch)")
     if patch_mode and not paths:
@@ -252,16 +267,26 @@ def _write_output(text: str, output_path: str | None) -> None:
 @click.command("patch")
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--config", "config_path", required=True, metavar="OLD.yaml",
-              help="The NeMo 1.0 YAML config the code is migrated from.")
+              help="The NeMo 1.0 YAML config (or, with --to bridge, a NeMo 2.0 script) the code is migrated from.")
+@destination_option
 @_common
-def patch(paths, config_path, target_spec, source_spec, force, diff, check):
+def patch(paths, config_path, destination, target_spec, source_spec, force, diff, check):
     """Add or update the checkpoint keywords of every MegatronStrategy(...) call (and run.Config of it) in PATHS to
-    what `migrate-config OLD.yaml --emit-python` writes.
+    what `migrate-config OLD.yaml --emit-python` writes; with --to bridge, the CheckpointConfig(...) calls and
+    cfg.checkpoint.<field> assignments of Megatron-Bridge code.
 
     Exit codes: 0 done, 1 refused or (with --check) a file would change, 2 bad input.
     """
     if diff and check:
         _usage("--diff and --check cannot be combined")
+    if destination == "bridge":
+        _, bridge, mapping = _load_bridge(config_path, target_spec, source_spec, force)
+        if mapping.refused:
+            _say("error", f"{mapping.filename}: refusing to migrate ({len(mapping.errors)} error"
+                 f"{'s' * (len(mapping.errors) != 1)} above); nothing written")
+            raise SystemExit(1)
+        outcome = run_bridge_patch(paths, mapping, bridge, diff=diff, check=check)
+        raise SystemExit(2 if outcome.errors else 1 if (check or diff) and outcome.changed else 0)
     table, mapping = _load(config_path, target_spec, source_spec, force)
     if mapping.refused:
         _say("error", f"{mapping.filename}: refusing to migrate ({len(mapping.errors)} error"
@@ -269,3 +294,139 @@ def patch(paths, config_path, target_spec, source_spec, force, diff, check):
         raise SystemExit(1)
     outcome = run_patch(paths, mapping, table, diff=diff, check=check)
     raise SystemExit(2 if outcome.errors else 1 if (check or diff) and outcome.changed else 0)
+
+
+# ================================================================================================ --to bridge
+def _load_bridge(config_path: str, target_spec: str | None, source_spec: str | None, force: bool):
+    from migrator.engine.bridge_table import load_bridge_table
+    from migrator.engine.table import load_table
+    from migrator.migrate.bridge_mapping import load_bridge_mapping
+
+    try:
+        table = load_table()
+        bridge = load_bridge_table()
+        target = resolve_bridge_target(target_spec)
+        source = resolve_source(source_spec)
+        if config_path.endswith(".py"):
+            from migrator.python.bridge_from_nemo2 import load_nemo2_mapping
+
+            mapping = load_nemo2_mapping(config_path, table, bridge, target, force=force)
+        else:
+            mapping = load_bridge_mapping(config_path, table, bridge, target, source, force=force)
+    except MigratorError as exc:
+        _usage(str(exc))
+    for message in mapping.messages:
+        if message.severity == "info":
+            continue
+        where = f"{mapping.filename}:{message.location.row}:{message.location.column}" if message.location \
+            else mapping.filename
+        code = f"{message.code} " if message.code else ""
+        _say(message.severity, f"{where}: {code}{message.text}")
+    return table, bridge, mapping
+
+
+def run_bridge_patch(paths: tuple[str, ...], mapping, bridge, *, diff: bool, check: bool) -> PatchOutcome:
+    from migrator.engine.runner import discover
+    from migrator.migrate.files import decode_for_display, write_bytes_atomically
+    from migrator.python.bridge_patch import patch_bridge_bytes
+
+    outcome = PatchOutcome()
+    for path, error in discover(paths, (".py",)):
+        if error:
+            _say("error", error)
+            outcome.errors += 1
+            continue
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            _say("error", f"{path}: cannot read: {exc.strerror}")
+            outcome.errors += 1
+            continue
+        if b"megatron.bridge" not in data and b"CheckpointConfig" not in data:
+            outcome.unchanged += 1
+            continue
+        try:
+            result = patch_bridge_bytes(data, path, mapping, bridge)
+        except MigratorError as exc:
+            _say("error", f"{exc}; file left untouched")
+            outcome.errors += 1
+            continue
+        for blocked in result.blocked:
+            outcome.blocked += 1
+            _say("warning", f"{path}:{blocked.row}:{blocked.column}: {blocked.label} not edited: {blocked.why}; "
+                 f"the config wants {blocked.wanted}")
+        if not result.changed:
+            outcome.unchanged += 1
+            continue
+        outcome.changed += 1
+        summary = f"{len(result.changes)} field{'s' * (len(result.changes) != 1)}: {', '.join(result.changes)}"
+        if diff:
+            sys.stdout.write(unified_diff(decode_for_display(result.original), decode_for_display(result.patched),
+                                          path))
+        elif check:
+            click.echo(f"would patch {path} ({summary})", err=True)
+        else:
+            try:
+                write_bytes_atomically(Path(path), result.patched)
+            except (OSError, MigratorError) as exc:
+                _say("error", f"{path}: cannot write: {getattr(exc, 'strerror', None) or exc}")
+                outcome.errors += 1
+                continue
+            click.echo(f"patched {path} ({summary})", err=True)
+    verb = "would be patched" if (diff or check) else "patched"
+    click.echo(f"{outcome.changed} file{'s' * (outcome.changed != 1)} {verb}, {outcome.unchanged} unchanged"
+               + (f", {outcome.blocked} not edited" if outcome.blocked else "")
+               + (f", {outcome.errors} error{'s' * (outcome.errors != 1)}" if outcome.errors else ""), err=True)
+    return outcome
+
+
+def _config_bridge(config_path, paths, emit_python, emit_yaml, emit_overrides, patch_mode, strip, output_path,
+                   output_format, target_spec, source_spec, force, diff, check) -> None:
+    forms = [name for name, on in (("--emit-python", emit_python), ("--emit-yaml", emit_yaml),
+                                   ("--emit-overrides", emit_overrides)) if on]
+    if len(forms) > 1:
+        _usage(f"{' and '.join(forms)} cannot be combined: choose one form")
+    if paths and not patch_mode:
+        _usage(f"unexpected arguments {' '.join(paths)} (files to patch need --patch)")
+    if patch_mode and not paths:
+        _usage("--patch needs the Python files (or folders) to patch")
+    if patch_mode and (forms or output_path or output_format == "json"):
+        _usage("--patch cannot be combined with --emit-*, -o or --output-format json")
+    if strip:
+        _usage("--strip is not available with --to bridge (strip after migrating to the form you keep)")
+    if (diff or check) and not patch_mode:
+        _usage("--diff and --check apply to --patch")
+    if diff and check:
+        _usage("--diff and --check cannot be combined")
+    table, bridge, mapping = _load_bridge(config_path, target_spec, source_spec, force)
+    if mapping.refused:
+        if output_format == "json" and not patch_mode:
+            _write_output(json.dumps(mapping.as_json(), indent=2, ensure_ascii=False) + "\n", output_path)
+        _say("error", f"{mapping.filename}: refusing to migrate ({len(mapping.errors)} error"
+             f"{'s' * (len(mapping.errors) != 1)} above); nothing written")
+        raise SystemExit(1)
+    if patch_mode:
+        outcome = run_bridge_patch(paths, mapping, bridge, diff=diff, check=check)
+        raise SystemExit(2 if outcome.errors else 1 if (check or diff) and outcome.changed else 0)
+    try:
+        if output_format == "json":
+            text = json.dumps(mapping.as_json(), indent=2, ensure_ascii=False) + "\n"
+        elif emit_yaml:
+            from migrator.migrate.bridge_forms import emit_yaml as render
+
+            text = render(mapping)
+        elif emit_overrides:
+            from migrator.migrate.bridge_forms import emit_overrides as render
+
+            text = render(mapping)
+            for message in mapping.messages:
+                if message.severity == "info":
+                    _say("note", message.text)
+        else:
+            from migrator.python.bridge_emit import emit_bridge
+
+            text = emit_bridge(mapping)
+    except MigratorError as exc:  # pragma: no cover - the emitters re-check what they built
+        _usage(str(exc))
+    _write_output(text, output_path)
+    raise SystemExit(0)

@@ -139,12 +139,28 @@ def convert(**kwargs: object) -> None:
               help="The NeMo 1.0 checkpoint OUTPUT was converted from: compare every tensor and object with it.")
 @click.option("--model_config", "--model-config", "model_config", default=None, type=click.Path(path_type=Path),
               help="model_config.yaml for a bare model_weights/ folder given as --against.")
-def verify(output: Path, against: Path | None, model_config: Path | None) -> None:
-    """Check a converted NeMo 2.0 checkpoint: layout, index, every tensor readable (and equal to --against)."""
+@click.option("--load", "load", is_flag=True,
+              help="Also build the model the output's config describes with megatron-core (CPU, local layer spec) "
+                   "and load the checkpoint into it strictly (needs the [verify] extra).")
+@click.option("--tokens", "tokens", default=None, metavar="IDS",
+              help='With --load: token ids ("1 2 3") for a forward pass; prints a checksum of the logits.')
+def verify(output: Path, against: Path | None, model_config: Path | None, load: bool, tokens: str | None) -> None:
+    """Check a converted checkpoint: layout, index, every tensor readable (and equal to --against); with --load,
+    that megatron-core loads it into the model its config describes."""
     from migrator.convert.verify import verify_checkpoint
 
+    token_ids = None
+    if tokens is not None:
+        if not load:
+            _fail("--tokens needs --load")
+        try:
+            token_ids = [int(t) for t in tokens.replace(",", " ").split()]
+        except ValueError:
+            _fail(f"--tokens {tokens!r}: not a list of token ids (integers separated by spaces)")
+        if not token_ids:
+            _fail("--tokens: no token ids given")
     try:
-        report = verify_checkpoint(output, against, model_config)
+        report = verify_checkpoint(output, against, model_config, load=load, tokens=token_ids)
     except MigratorError as error:
         _fail(str(error))
     except KeyboardInterrupt:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from migrator.cli.options import fail, resolve_source, resolve_target, target_options, unified_diff
+from migrator.cli.options import fail, resolve_lint_targets, resolve_source, target_options, unified_diff
 from migrator.engine.diagnostics import SEVERITY_RANK
 from migrator.errors import MigratorError
 from migrator.output import RENDERERS
@@ -66,8 +66,9 @@ def lint(paths, target_spec, source_spec, select, ignore, output_format, fail_on
         unknown = Selection.parse(select, ignore).unknown_selectors(rules)
         if unknown:
             raise MigratorError(f"--select/--ignore: no rule matches {', '.join(unknown)} (see `nemo-migrate rule`)")
+        target, bridge_target = resolve_lint_targets(proj.override(project.target, target_spec))
         options = LintOptions(
-            target=resolve_target(proj.override(project.target, target_spec)),
+            target=target, bridge_target=bridge_target,
             source=resolve_source(proj.override(project.source, source_spec)),
             selection=proj.selection(project, select, ignore),
             per_file_ignores=project.per_file_ignores, pairs=project.pairs, root=project.root,

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from migrator.errors import MigratorError
-from migrator.versions import Source, Target, Version, parse_version_set
+from migrator.versions import BridgeTarget, Source, Target, Version, parse_version_set
 
 
 @functools.lru_cache(maxsize=None)
@@ -25,6 +25,32 @@ def resolve_target(spec: str | None) -> Target:
     defaults = parse_version_set(default_target_text(), option="default target")
     versions = parse_version_set(spec or "", option="--target", defaults=defaults)
     return Target(nemo=versions["nemo"], megatron_core=versions["megatron-core"])
+
+
+def resolve_bridge_target(spec: str | None) -> BridgeTarget:
+    """`--to bridge --target megatron-bridge=0.3[,megatron-core=0.15]`: megatron-core defaults to the one the
+    release pins; the release defaults to the newest the table knows."""
+    from migrator.engine.bridge_table import load_bridge_table
+
+    bridge = load_bridge_table()
+    versions = parse_version_set(spec or "", option="--target", bridge=True)
+    release = bridge.resolve(versions["megatron-bridge"]) if "megatron-bridge" in versions else bridge.newest
+    core = versions.get("megatron-core") or Version.parse(release.megatron_core)
+    return BridgeTarget(bridge=Version.parse(release.version), megatron_core=core)
+
+
+def resolve_lint_targets(spec: str | None) -> tuple[Target, BridgeTarget | None]:
+    """The lint judges NeMo files and Bridge files in one run: `--target nemo=2.5,megatron-bridge=0.3` splits into
+    the NeMo 2.0 target and the Bridge target (megatron-core, when given, applies to both). No megatron-bridge part:
+    None (the Bridge rules use the newest known release and the megatron-core it pins)."""
+    from migrator.versions import BRIDGE_ALIASES
+
+    parts = [p.strip() for p in (spec or "").split(",") if p.strip()]
+    bridge_parts = [p for p in parts if p.partition("=")[0].strip().lower() in BRIDGE_ALIASES]
+    nemo_parts = [p for p in parts if p not in bridge_parts]
+    core = [p for p in nemo_parts if p.partition("=")[0].strip().lower() in ("megatron-core", "megatron_core", "mcore")]
+    target = resolve_target(",".join(nemo_parts))
+    return target, (resolve_bridge_target(",".join(bridge_parts + core)) if bridge_parts else None)
 
 
 def resolve_source(spec: str | None) -> Source:
@@ -44,9 +70,18 @@ def target_options(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
     func = click.option(
         "--target", "target_spec", metavar="nemo=X,megatron-core=Y",
-        help=f"NeMo 2.0 stack to migrate to; either part may be given alone. Default: {default_target_text()}.",
+        help=f"NeMo 2.0 stack to migrate to; either part may be given alone. Default: {default_target_text()}. "
+             "With --to bridge: megatron-bridge=X[,megatron-core=Y] (default: the newest known release and the "
+             "megatron-core it pins).",
     )(func)
     return func
+
+
+def destination_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--to", "destination", type=click.Choice(["nemo2", "bridge"]), default="nemo2", show_default=True,
+        help="Destination: NeMo 2.0 (nl.MegatronStrategy) or Megatron-Bridge (CheckpointConfig).",
+    )(func)
 
 
 def fail(message: str) -> None:

@@ -410,17 +410,28 @@ def _compare(source: Source, index: DcpIndex, weights: Path, report: VerifyRepor
                              f"{objects_equal} sharded objects equal")
 
 
-def verify_checkpoint(output: Path, against: Path | None = None, model_config: Path | None = None) -> VerifyReport:
-    """Run every check; problems are collected in the report (exit 1), unusable input raises MigratorError."""
+def verify_checkpoint(output: Path, against: Path | None = None, model_config: Path | None = None,
+                      load: bool = False, tokens: list[int] | None = None) -> VerifyReport:
+    """Run every check; problems are collected in the report (exit 1), unusable input raises MigratorError.
+    `load`: also build the model with megatron-core and load the checkpoint into it (load_check.py), and with
+    `tokens` run a forward pass; a Megatron-Bridge checkpoint gets this check only."""
     report = VerifyReport(output)
+    if load and not (output / "weights").is_dir() and (output / "latest_checkpointed_iteration.txt").is_file():
+        report.notes.append("the layout and index checks are for NeMo 2.0 outputs: a Bridge checkpoint gets the "
+                            "load check only")
+        _add_load_check(output, tokens, report)
+        return report
     index = _check_layout(output, report)
     weights = output / "weights"
     torch = _torch()
     read_bytes = 0
     bad = len(report.problems)
+    sizes = {p.name: p.stat().st_size for p in weights.glob("*.distcp")}
     for key, chunks in index.chunks.items():
         info = index.tensors[key]
         for c in chunks:
+            if c.byte_offset + c.byte_length > sizes.get(c.member, -1):
+                continue  # reported by the layout check (a missing or truncated data file)
             try:
                 tensor = _read_output_chunk(weights, c)
             except Exception as error:  # noqa: BLE001 - reported
@@ -446,4 +457,18 @@ def verify_checkpoint(output: Path, against: Path | None = None, model_config: P
     if against is not None:
         with open_source(against, model_config, spill_parent=Path(output).resolve().parent) as source:
             _compare(source, index, weights, report)
+    if load:
+        if report.problems:
+            report.notes.append("load: not run (the checks above found problems)")
+        else:
+            _add_load_check(output, tokens, report)
     return report
+
+
+def _add_load_check(output: Path, tokens: list[int] | None, report: VerifyReport) -> None:
+    from migrator.convert.load_check import check_load
+
+    result = check_load(output, tokens)
+    report.checks += result.checks
+    report.notes += result.notes
+    report.problems += result.problems

@@ -14,7 +14,7 @@ from migrator.engine.suppression import IGNORE_COMMENT, NOQA_COMMENT, Suppressio
 from migrator.engine.table import Table
 from migrator.engine.unused_suppression import unused_suppressions
 from migrator.errors import MigratorError
-from migrator.versions import Source, Target
+from migrator.versions import BridgeTarget, Source, Target
 
 SKIP_DIRS = frozenset({".git", ".hg", ".svn", ".venv", "venv", "__pycache__", "node_modules", ".tox", ".mypy_cache"})
 
@@ -25,6 +25,7 @@ class LintOptions:
     source: Source = field(default_factory=Source)
     selection: Selection = field(default_factory=Selection)
     config_path: Path | None = None  # the NeMo 1.0 YAML a Python file was migrated from (consistency rules)
+    bridge_target: BridgeTarget | None = None  # Megatron-Bridge code and YAML (NM2xx); None: the newest release
     # from the project configuration (migrator.engine.project), applied per file by `for_file`
     per_file_ignores: tuple[tuple[str, tuple[str, ...]], ...] = ()
     pairs: tuple[tuple[str, str], ...] = ()  # (YAML config, Python script), relative to `root`
@@ -60,7 +61,7 @@ class Language:
 LANGUAGES: list[Language] = [
     Language("yaml", (".yaml", ".yml"), "migrator.yaml.lint:check_text", "migrator.yaml.lint:parses",
              (IGNORE_COMMENT,), "migrator.yaml.lint:comment_starts"),
-    Language("python", (".py",), "migrator.python.lint:check_text", "migrator.python.lint:parses",
+    Language("python", (".py",), "migrator.python.check:check_text", "migrator.python.lint:parses",
              (IGNORE_COMMENT, NOQA_COMMENT), "migrator.python.lint:comment_starts"),
 ]
 

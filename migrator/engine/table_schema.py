@@ -95,3 +95,90 @@ def _check_version(text: str, where: str, problems: list[str]) -> None:
         Version.parse(text)
     except ValueError:
         problems.append(f"{where}: bad version {text!r}")
+
+
+# ----------------------------------------------------------------------------------------------- the Bridge table
+def validate_bridge(raw: dict[str, Any], table: t.Table) -> None:
+    """Validate rules/bridge_fields.yaml and rules/bridge.yaml (types, Literals, no extra fields) and check them
+    against each other and against the NeMo table: every field the mappings and conflicts name exists in the
+    extracted field table (from the release they say), every conflict's `check` is among the assertions extracted
+    from exactly the releases it claims, and every NeMo 1.0 key / NeMo 2.0 argument exists."""
+    from migrator.engine import bridge_table as b
+
+    def check(cls: type, data: Any) -> Any:
+        return _adapter(cls).validate_json(json.dumps(data))
+
+    try:
+        fields = check(b.FieldTable, raw["fields"])
+        mapping = check(b.MappingTable, raw["mapping"])
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise MigratorError(f"rules: invalid Bridge table at {where}: {first['msg']}") from None
+    check_bridge_invariants(b.BridgeTable(fields=fields, mapping=mapping), table)
+
+
+def check_bridge_invariants(bridge: Any, table: t.Table) -> None:
+    problems: list[str] = []
+    releases = [r.version for r in bridge.mapping.releases]
+    extracted = [r.tag.lstrip("v") for r in bridge.fields.releases]
+    if releases != extracted:
+        problems.append(f"bridge.yaml releases {releases} differ from the extracted ones {extracted}")
+    for release in bridge.mapping.releases:
+        _check_version(release.version, f"bridge release {release.version}", problems)
+        _check_version(release.megatron_core, f"bridge release {release.version} megatron_core", problems)
+    for entry in bridge.fields.fields:
+        for variant in entry.variants:
+            for version in (variant.first, variant.last):
+                if version not in releases:
+                    problems.append(f"field {entry.name}: variant release {version} unknown")
+
+    def field_known(name: str, since: str | None, where: str) -> None:
+        span = bridge.lifespan(name)
+        if span is None:
+            problems.append(f"{where}: Bridge has no field {name!r} in any release")
+        elif since is not None and bridge.facts(name, since) is None:
+            problems.append(f"{where}: field {name!r} does not exist in Bridge {since}")
+        elif since is None and bridge.facts(name, releases[0]) is None:
+            problems.append(f"{where}: field {name!r} is not in Bridge {releases[0]} (say `since`)")
+
+    for m in bridge.mapping.nemo1:
+        where = f"bridge.yaml nemo1 {m.setting or m.path}"
+        if (m.setting is None) == (m.path is None):
+            problems.append(f"{where}: give exactly one of setting / path")
+        if m.setting is not None and m.setting not in table.setting_by_key:
+            problems.append(f"{where}: not a settings.yaml key")
+        if m.path is not None and m.type is None:
+            problems.append(f"{where}: a path needs its type")
+        if m.field is not None:
+            field_known(m.field, m.since, where)
+        elif not m.why:
+            problems.append(f"{where}: a key with no Bridge field needs `why`")
+    mapped = {m.setting for m in bridge.mapping.nemo1 if m.setting}
+    for setting in table.settings.settings:
+        if setting.key not in mapped:
+            problems.append(f"bridge.yaml nemo1: settings.yaml key {setting.key} has no entry")
+    for m in bridge.mapping.nemo2:
+        where = f"bridge.yaml nemo2 {m.argument}"
+        if "." not in m.argument and m.argument not in table.argument_by_name:
+            problems.append(f"{where}: not a strategy.yaml argument")
+        if m.field is not None:
+            field_known(m.field, m.since, where)
+        elif not m.why:
+            problems.append(f"{where}: an argument with no Bridge field needs `why`")
+    for name, values in bridge.mapping.values.items():
+        field_known(name, None, f"bridge.yaml values {name}")
+    for c in bridge.mapping.conflicts:
+        where = f"bridge.yaml conflict {c.id}"
+        for cond in c.when:
+            field_known(cond.field, c.first, where)
+        for release in bridge.fields.releases:
+            version = Version.parse(release.tag.lstrip("v"))
+            inside = Version.parse(c.first) <= version and (c.last is None or version <= Version.parse(c.last))
+            found = c.check in (release.finalize if c.where == "finalize" else release.validate)
+            if inside and not found:
+                problems.append(f"{where}: {c.where}() of Bridge {release.tag} has no check {c.check!r}")
+            if found and not inside:
+                problems.append(f"{where}: {c.where}() of Bridge {release.tag} has the check but the rule excludes it")
+    if problems:
+        raise MigratorError("rules: " + "; ".join(problems))
