@@ -103,7 +103,7 @@ def test_the_real_gpt_config_emits(tmp_path):
 # ================================================================================================ strip
 def test_strip_removes_whole_lines_keeps_every_other_byte_and_a_backup(tmp_path):
     original = ("# top\nexp_manager:\n  checkpoint_callback_params:\n    save_top_k: 3\n"
-                "    async_save: False   # sync\nmodel:\n  num_layers: 2   # keep\n"
+                "    async_save: False   # sync\nmodel:\n  mcore_gpt: True\n  num_layers: 2   # keep\n"
                 "  dist_ckpt_format: 'torch_dist'\n  dist_ckpt_parallel_load: False # old default\n"
                 "  dist_ckpt_load_strictness: null\n  other: ~\n")
     config = tmp_path / "old.yaml"
@@ -114,7 +114,7 @@ def test_strip_removes_whole_lines_keeps_every_other_byte_and_a_backup(tmp_path)
     proc = migrate(str(config), "--strip", "-o", str(tmp_path / "s.py"))
     assert proc.returncode == 0, proc.stderr
     expected = ("# top\nexp_manager:\n  checkpoint_callback_params:\n    save_top_k: 3\nmodel:\n"
-                "  num_layers: 2   # keep\n  other: ~\n")
+                "  mcore_gpt: True\n  num_layers: 2   # keep\n  other: ~\n")
     assert config.read_bytes() == expected.replace("\n", "\r\n").encode()
     assert (tmp_path / "old.yaml.bak").read_bytes() == original.replace("\n", "\r\n").encode()
     assert "stripped 4 keys" in proc.stderr

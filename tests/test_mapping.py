@@ -47,7 +47,7 @@ def test_dist_opt_keeps_its_value_and_says_why():
 
 
 def test_old_defaults_that_nemo2_changed_are_written_explicitly_with_a_comment():
-    m = mapping("trainer:\n  devices: 2\nmodel:\n  num_layers: 2\n")
+    m = mapping("trainer:\n  devices: 2\nmodel:\n  mcore_gpt: True\n  num_layers: 2\n")
     assert args(m) == {"ckpt_parallel_save": False, "ckpt_parallel_load": False, "ckpt_async_save": False}
     assert all(a.origin == "nemo1-default" and "NeMo 2.0 defaults to True" in a.comment for a in m.arguments)
     # written explicitly with the old default: carried, and the comment says NeMo 2.0 differs
@@ -99,7 +99,7 @@ def test_zarr_with_megatron_core_016_is_refused_unless_forced_and_says_how_to_co
 
 
 def test_an_old_source_defaults_to_zarr_which_megatron_core_016_refuses():
-    text = "trainer:\n  devices: 1\nmodel:\n  num_layers: 2\n"
+    text = "trainer:\n  devices: 1\nmodel:\n  mcore_gpt: True\n  num_layers: 2\n"
     m = mapping(text, source="nemo=1.23")
     assert m.refused and "NeMo 1.0 defaulted it to zarr" in m.errors[0].text
     assert "nemo-migrate convert" in m.errors[0].text

@@ -85,8 +85,12 @@ def test_mamba_finetuning_strictness_needs_nemo_2_1():
 
 def test_source_release_changes_the_default_format_note():
     path = need_shared(NEMO_CONFIGS / "megatron_llama_config.yaml")
-    _, findings = lint_json(str(path), "--source", "nemo=1.23")
-    assert len(findings) == 1 and "dist_ckpt_format ('zarr'" in findings[0]["message"]
-    assert "source nemo=1.23" in findings[0]["message"]
-    _, findings = lint_json(str(path))
-    assert "dist_ckpt_format" not in findings[0]["message"]
+    code, findings = lint_json(str(path), "--source", "nemo=1.23")
+    note = next(f for f in findings if f["code"] == "NM111")
+    assert "dist_ckpt_format ('zarr'" in note["message"] and "source nemo=1.23" in note["message"]
+    # zarr, the default before NeMo 2.0.0, is gone from megatron-core 0.16: an error, where migrate-config refuses
+    error = next(f for f in findings if f["code"] == "NM106")
+    assert error["severity"] == "error" and "defaulted it to zarr" in error["message"] and code == 1
+    code, findings = lint_json(str(path))
+    assert [f["code"] for f in findings] == ["NM111"] and "dist_ckpt_format" not in findings[0]["message"]
+    assert code == 0

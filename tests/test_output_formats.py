@@ -276,11 +276,13 @@ def test_gitlab_code_quality_report():
 def test_junit_report_counts():
     root = ET.fromstring(rendered("junit").split("\n", 1)[1])
     assert root.tag == "testsuites"
-    assert (root.get("tests"), root.get("failures"), root.get("errors")) == ("13", "11", "1")
+    # 11 findings: 4 errors and 1 warning fail (the default --fail-on warning); 6 info notes are passing cases
+    assert (root.get("tests"), root.get("failures"), root.get("errors")) == ("13", "5", "1")
     suites = {s.get("name"): s for s in root}
     assert suites["conf/clean.yaml"].find("testcase/failure") is None
     assert suites["conf/broken.yaml"].find("testcase/error") is not None
-    assert sum(int(s.get("failures")) for s in root) == 11
+    assert sum(int(s.get("failures")) for s in root) == 5
+    assert len(root.findall("testsuite/testcase/system-out")) == 6
 
 
 # ---------------------------------------------------------------------------------------------------- CLI

@@ -26,3 +26,23 @@ def test_wheel_contains_the_rule_table_and_uses_it(tmp_path):
     assert out.returncode == 0, out.stderr
     directory, count = out.stdout.split()
     assert directory == "_rules" and int(count) >= 10
+
+
+def test_release_hygiene_license_changelog_and_metadata():
+    """What a new user checks before adopting the package (issue 13): the declared licence has its text, there is a
+    changelog, and the metadata carries classifiers and project URLs."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["license"] == {"text": "Apache-2.0"}
+    text = (ROOT / "LICENSE").read_text()
+    assert text.split()[:5] == ["Apache", "License", "Version", "2.0,", "January"]
+    assert "END OF TERMS AND CONDITIONS" in text and len(text.splitlines()) == 202  # the full text, appendix too
+    assert "License :: OSI Approved :: Apache Software License" in project["classifiers"]
+    assert {f"Programming Language :: Python :: 3.{v}" for v in (10, 11, 12)} <= set(project["classifiers"])
+    assert {"Homepage", "Documentation", "Repository", "Issues", "Changelog"} <= set(project["urls"])
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    assert f"## [{project['version']}]" in changelog and "## [Unreleased]" in changelog

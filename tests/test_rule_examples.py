@@ -10,7 +10,10 @@ import pytest
 from migrator.cli.options import resolve_lint_targets, resolve_source
 from migrator.engine.fixes import apply_edits
 from migrator.engine.runner import LintOptions, check_text
+from migrator.engine.diagnostics import FileResult
 from migrator.engine.table import Example, load_table
+from migrator.errors import MigratorError
+from migrator.output.common import unreadable_diagnostic
 
 TABLE = load_table()
 CONFIGS = Path(tempfile.mkdtemp(prefix="nm-example-configs-"))
@@ -31,7 +34,10 @@ def _lint(example: Example):
         f"nemo={example.source_release}" if example.source_release else None),
         config_path=_config_file(example.config))
     filename = "example.py" if example.lang == "python" else "example.yaml"
-    diagnostics, _ = check_text(example.source, filename, TABLE, options)
+    try:
+        diagnostics, _ = check_text(example.source, filename, TABLE, options)
+    except MigratorError as exc:  # NM002: what the json format reports for a file that could not be linted
+        return [unreadable_diagnostic(FileResult(filename=filename, error=str(exc)))]
     return diagnostics
 
 

@@ -354,7 +354,7 @@ def changed_rows(diff_base: str | None, diff_file: str | None, *, fixing: bool):
         raise MigratorError("--diff-only and --changed-lines-from cannot be combined")
     if fixing:
         raise MigratorError("--diff-only/--changed-lines-from filter the report; they cannot be combined with "
-                            "--fix, --unsafe-fixes or --diff")
+                            "--fix or --diff")
     from migrator.engine import changed_lines
 
     if diff_base is not None:

@@ -16,8 +16,6 @@ from migrator.engine.unused_suppression import unused_suppressions
 from migrator.errors import MigratorError
 from migrator.versions import BridgeTarget, Source, Target
 
-SKIP_DIRS = frozenset({".git", ".hg", ".svn", ".venv", "venv", "__pycache__", "node_modules", ".tox", ".mypy_cache"})
-
 
 @dataclass
 class LintOptions:
@@ -79,19 +77,20 @@ def all_suffixes() -> tuple[str, ...]:
 
 def discover(paths: Iterable[str], suffixes: tuple[str, ...], excluded: Callable[[str], bool] | None = None,
              force_exclude: bool = False) -> Iterator[tuple[str, str | None]]:
-    """Yield (path, None) for each file to lint, or (path, error) for a path that cannot be linted. Files found by
-    walking a folder are skipped when `excluded` says so; paths named explicitly only with `force_exclude`."""
+    """Yield (path, None) for each file to lint, or (path, error) for a path that cannot be linted. A folder is walked
+    as ruff walks (`migrator.engine.walk`: .gitignore, hidden folders, virtual environments); files found there are
+    skipped when `excluded` says so, paths named explicitly only with `force_exclude`."""
     for raw in paths:
         path = Path(raw)
         if force_exclude and excluded is not None and excluded(raw):
             continue
         if path.is_dir():
-            found = False
-            for child in sorted(path.rglob("*")):
-                if child.is_file() and child.suffix in suffixes and not SKIP_DIRS & set(child.parts):
-                    found = True
-                    if excluded is None or not excluded(str(child)):
-                        yield str(child), None
+            from migrator.engine.walk import walk
+
+            found = walk(raw, suffixes)
+            for child in found:
+                if excluded is None or not excluded(child):
+                    yield child, None
             if not found:
                 yield raw, f"{raw}: directory holds no {'/'.join(suffixes)} file"
         elif path.exists():

@@ -15,6 +15,7 @@ from migrator.engine.diagnostics import Diagnostic
 
 IGNORE_COMMENT = re.compile(r"#\s*nemo-migrate:\s*ignore(?:\[(?P<codes>[^\]]*)\])?")
 NOQA_COMMENT = re.compile(r"#\s*noqa(?::\s*(?P<codes>[A-Za-z0-9_,\s-]+?))?\s*(?:#|$)")
+_NEEDS = {IGNORE_COMMENT: "nemo-migrate", NOQA_COMMENT: "noqa"}  # text a match cannot do without (a cheap pre-check)
 
 
 @dataclass
@@ -60,7 +61,8 @@ class Suppressions:
              comment_starts: CommentStarts | None = None, filename: str = "") -> Suppressions:
         lines = rows(text)
         items = []
-        for row, line in enumerate(lines, start=1):
+        patterns = tuple(p for p in patterns if _NEEDS.get(p, "") in text)
+        for row, line in enumerate(lines if patterns else (), start=1):
             if "#" not in line:
                 continue
             for pattern in patterns:

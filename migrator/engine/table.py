@@ -77,6 +77,8 @@ class TargetArgument(Record):
     argument: str
     default: Scalar
     since: str
+    # values that behave as the argument's default does, so a target without the argument loses nothing
+    same_as_default: list[Scalar] = field(default_factory=list)
 
 
 @dataclass(eq=False, repr=False)
@@ -111,6 +113,7 @@ class Condition(Record):
 class NoEffect(Record):
     when: Condition
     message: str
+    unless: Condition | None = None  # the setting does take effect where this holds
 
 
 @dataclass(eq=False, repr=False)

@@ -7,6 +7,7 @@ the finding points and how a fix is spelled.
 from __future__ import annotations
 
 import difflib
+import functools
 from typing import Any
 
 from migrator.engine.table import ArgumentNote, Lifecycle, ValueLifecycle
@@ -64,13 +65,18 @@ def note_applies(note: ArgumentNote, target: Target) -> bool:
 
 def closest(name: str, known: list[str]) -> list[str]:
     """Did-you-mean candidates; a single candidate when one is clearly nearest (fewest edits)."""
+    return list(_closest(name, tuple(known)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _closest(name: str, known: tuple[str, ...]) -> tuple[str, ...]:  # keyword names repeat across a tree
     matches = difflib.get_close_matches(name, known, n=3, cutoff=0.8)
     if len(matches) < 2:
-        return matches
+        return tuple(matches)
     distances = {m: edit_distance(name, m) for m in matches}
     best = min(distances.values())
     nearest = [m for m in matches if distances[m] == best]
-    return nearest if len(nearest) == 1 and best <= 2 else matches
+    return tuple(nearest if len(nearest) == 1 and best <= 2 else matches)
 
 
 def edit_distance(a: str, b: str) -> int:

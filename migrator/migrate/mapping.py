@@ -31,7 +31,7 @@ Scalar = Any  # bool | int | str | None
 
 # How each YAML finding bears on the migration (codes not listed do not: NM111's point is made by writing the
 # value explicitly, NM113 is about YAML spelling only).
-REFUSE = frozenset({"NM101", "NM102", "NM105", "NM106"})  # the value cannot be carried faithfully
+REFUSE = frozenset({"NM101", "NM102", "NM105", "NM106", "NM115"})  # the value cannot be carried faithfully
 WARN = frozenset({"NM103", "NM104", "NM107", "NM109", "NM112", "NM116"})
 NOTE = frozenset({"NM110", "NM114"})
 
@@ -157,6 +157,16 @@ def map_text(text: str, filename: str, table: Table, target: Target, source: Sou
     if len(configs) > 1:
         raise MigratorError(f"{filename}: holds {len(configs)} NeMo configs (YAML documents); migrate one at a time")
     config = configs[0]
+    if config.kind == "nemo2":
+        key = config.strategy[0]
+        raise MigratorError(f"{filename}:{key.start.row}:{key.start.column}: already a NeMo 2.0 config (its "
+                            "`strategy:` block holds the MegatronStrategy arguments): nothing to migrate; "
+                            "`nemo-migrate lint` judges that block")
+    if config.kind == "training" and config.model is not None and config.checkpoints in ("none", "fsdp"):
+        why = ("an FSDP config (model.fsdp: True) writes FSDP checkpoints" if config.checkpoints == "fsdp" else
+               "no Megatron GPT/BERT/T5/Mamba model config (no mcore_* flag, no dist_ckpt_* key)")
+        raise MigratorError(f"{filename}: {why}: it has no megatron-core distributed-checkpoint settings to "
+                            "migrate")
     if config.kind == "training" and config.model is None:
         raise MigratorError(f"{filename}: a training config without a `model:` mapping has no checkpoint settings "
                             "to migrate")
@@ -172,7 +182,6 @@ class _Mapper:
         self.m = mapping
         self.table = table
         self.ctx = checks.Context(mapping.document, mapping.config, table, mapping.target, mapping.source)
-        self.legacy = self.ctx.legacy_model()
         self.handled: set[Location] = set()  # where the findings about carried settings start
 
     def run(self) -> None:
@@ -226,7 +235,8 @@ class _Mapper:
             self.message("warning", found["NM112"], setting.key, f"; set {arg}=... by hand")
             self.omit(setting, value.raw, "an OmegaConf interpolation, resolved only by Hydra", key)
             return
-        refusing = [found[c] for c in sorted(REFUSE & set(found))]
+        # only a lint error refuses: wherever migrate-config refuses a file, the lint reports an error on it
+        refusing = [found[c] for c in sorted(REFUSE & set(found)) if found[c].severity == "error"]
         for d in refusing:
             if self.m.force:
                 self.message("warning", d, setting.key, " (carried anyway: --force)" if d.code in ("NM105", "NM106")
@@ -268,7 +278,7 @@ class _Mapper:
         if setting.key == "dist_ckpt_parallel_dist_opt":
             parts.append(f"same value as {setting.key} (NeMo's migration page inverts it)")
         elif setting.key == "dist_ckpt_load_on_device" and "NM110" in found:
-            parts.append("only affects zarr checkpoints")
+            parts.append("only takes effect when the save format is zarr")
         old = self.ctx.default_for_source(setting)
         if explicit and old is not checks.UNKNOWN and old != arg.default and value == old:
             parts.append(f"NeMo 2.0 defaults to {py(arg.default)}")
@@ -283,8 +293,8 @@ class _Mapper:
 
     # --------------------------------------------------------------------------------------------- a key it leaves out
     def absent(self, setting: Setting) -> None:
-        if self.legacy is not None:
-            return  # legacy (non-distributed) checkpoints: NeMo 1.0 never used these settings
+        if not self.m.config.distributed:
+            return  # no megatron-core distributed checkpoints (legacy, FSDP): NeMo 1.0 never used these settings
         if not setting.in_model and self.m.config.kind != "training":
             return  # async_save lives in exp_manager, which a model config does not hold
         old = self.ctx.default_for_source(setting)
@@ -292,28 +302,24 @@ class _Mapper:
         if old is checks.UNKNOWN or old == arg.default or not self.available(setting):
             return
         comment = f"NeMo 1.0 default (not set in the YAML); NeMo 2.0 defaults to {py(arg.default)}"
-        lifecycle = setting.values.get(str(old)) if isinstance(old, str) else None
-        if lifecycle is not None:
-            for stage, severity in ((lifecycle.removed, "error"), (lifecycle.deprecated, "warning")):
-                if stage is None or not self.m.target.reached(nemo=stage.nemo, megatron_core=stage.megatron_core):
-                    continue
-                text = (f"{setting.key} is not set, and NeMo 1.0 defaulted it to {old} for a config from NeMo "
-                        f"{self.m.source.nemo}: {stage.message} (target {self.m.target.describe()})")
-                if lifecycle.convert_hint:
-                    text += f"; {lifecycle.convert_hint}"
-                if severity == "error" and not self.m.force:
-                    text += (f"; set {setting.key}: {lifecycle.replacement} in the YAML if new checkpoints may use it, "
-                             "or pass --force to carry the old default")
-                    self.m.messages.append(Message("error", text, "NM106", None, setting.key))
-                    self.omit(setting, old, "refused (see the error)", None)
-                    return
-                self.m.messages.append(Message("warning", text + (" (carried anyway: --force)"
-                                                                  if severity == "error" else ""),
-                                               "NM106" if severity == "error" else "NM107", None, setting.key))
-                comment += f"; {'removed' if severity == 'error' else 'deprecated'} in megatron-core " \
-                           f"{stage.megatron_core}"
-                break
+        # the lint's own finding on a removed or deprecated default (NM106 / NM107 on the model key): the mapping
+        # refuses exactly where the lint reports an error, so the two cannot disagree
+        d = self.implicit_finding(setting)
+        if d is not None:
+            if d.severity == "error" and not self.m.force:
+                self.message("error", d, setting.key, "; or pass --force to carry the old default")
+                self.omit(setting, old, "refused (see the error)", None)
+                return
+            self.message("warning", d, setting.key, " (carried anyway: --force)" if d.severity == "error" else "")
+            comment += f"; {'removed' if d.code == 'NM106' else 'deprecated'} (see the {d.code} message)"
         self.add(setting, old, "nemo1-default", comment)
+
+    def implicit_finding(self, setting: Setting) -> Diagnostic | None:
+        key = self.m.config.model_key
+        if key is None:
+            return None
+        return next((d for d in self.m.findings if d.code in ("NM106", "NM107") and d.location == key.start
+                     and d.message.startswith(f"{setting.key} is not set")), None)
 
     # --------------------------------------------------------------------------------------------- file-level findings
     def file_messages(self) -> None:
@@ -329,6 +335,8 @@ class _Mapper:
                 self.message("warning", d, None)
             elif d.code == "NM105":
                 self.message("warning", d, None)  # a duplicate outside the checkpoint settings
+            elif d.code == "NM114":
+                self.message("info", d, None)  # the distributed optimizer with the default format
 
 
 def config_mapping(path: str, table: Table, target: Target, source: Source) -> Mapping:

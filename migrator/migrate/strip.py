@@ -36,6 +36,9 @@ def strip_text(mapping: Mapping) -> StripResult:
         parent = argument.parent
         if parent is None:  # pragma: no cover - a carried key always has a parent mapping
             continue
+        if all(key is not k for k, _ in parent.own_items):
+            result.kept.append((argument.yaml_path, "it comes from a merge key (<<), and its anchor may serve others"))
+            continue
         copies = [k for k, _ in parent.items if k.kind == "scalar" and k.raw == key.raw]
         if len(copies) > 1:  # what NM105 reports
             result.kept.append((argument.yaml_path, "the key is duplicated"))
@@ -49,7 +52,7 @@ def strip_text(mapping: Mapping) -> StripResult:
             result.kept.append((argument.yaml_path, "other content shares its line"))
             continue
         per_parent.setdefault(id(parent), []).append(key)
-        if len(per_parent[id(parent)]) >= len(parent.items):
+        if len(per_parent[id(parent)]) >= len(parent.own_items):
             result.kept.append((argument.yaml_path, "removing it would leave its mapping empty"))
             per_parent[id(parent)].pop()
             continue

@@ -113,3 +113,21 @@ def error_position(result: FileResult) -> Location | None:
         return None
     match = re.match(rf"{re.escape(result.filename)}:(\d+):(\d+): ", result.error)
     return Location(int(match.group(1)), int(match.group(2))) if match else None
+
+
+UNREADABLE = ("NM002", "unreadable-file")  # a stable code for a file that could not be linted (ruff's E902)
+
+
+def unreadable_diagnostic(result: FileResult) -> Diagnostic:
+    """An unreadable or unparsable file as a finding (error severity, at the position its message names, else 1:1),
+    for the formats that carry only findings (json)."""
+    at = error_position(result) or Location(1, 1)
+    return Diagnostic(code=UNREADABLE[0], name=UNREADABLE[1], message=result.error or "", severity="error",
+                      filename=result.filename, location=at, end_location=at)
+
+
+def failing(diagnostic: Diagnostic, fail_on: str | None) -> bool:
+    """Does the finding count as a failure under `--fail-on` (default warning)?"""
+    from migrator.engine.diagnostics import SEVERITY_RANK
+
+    return SEVERITY_RANK[diagnostic.severity] >= SEVERITY_RANK[fail_on or "warning"]

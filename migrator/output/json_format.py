@@ -33,4 +33,12 @@ def diagnostic_dict(d: Diagnostic) -> dict[str, Any]:
 
 
 def render(results: list[FileResult], **_: Any) -> str:
-    return json.dumps([diagnostic_dict(d) for r in results for d in r.diagnostics], indent=2, ensure_ascii=False) + "\n"
+    """Findings in file order; a file that could not be linted is one NM002 (unreadable-file) error entry."""
+    from migrator.output.common import unreadable_diagnostic
+
+    entries = []
+    for r in results:
+        if r.error is not None:
+            entries.append(diagnostic_dict(unreadable_diagnostic(r)))
+        entries.extend(diagnostic_dict(d) for d in r.diagnostics)
+    return json.dumps(entries, indent=2, ensure_ascii=False) + "\n"

@@ -22,9 +22,9 @@ from migrator.engine.diagnostics import Diagnostic, Edit, Fix, Location
 from migrator.engine.table import Table
 from migrator.python.bridge_from_nemo2 import literal
 from migrator.python.calls import NOT_LITERAL, _absolute, package_of
+from migrator.python.names import BRIDGE_MARKERS as MARKERS  # noqa: F401 (re-exported)
+from migrator.python.names import needs_bridge_check  # noqa: F401 (re-exported)
 from migrator.versions import BridgeTarget
-
-MARKERS = ("CheckpointConfig", "megatron.bridge")
 
 
 class _Collector(cst.CSTVisitor):
@@ -161,10 +161,6 @@ class BridgeChecker:
                 fix = self.replace_value(value_node, verdict.suggestion)
             self.report(verdict, value_node, fix)
         return True
-
-
-def needs_bridge_check(text: str) -> bool:
-    return any(marker in text for marker in MARKERS)
 
 
 def check_module(module: cst.Module, filename: str, table: Table, options: Any, shift: int) -> list[Diagnostic]:

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider, QualifiedNameProvider
 
 from migrator.engine.table import Table
-
-NOT_LITERAL = object()  # a value the tool cannot judge statically
+from migrator.python.names import NOT_LITERAL, _absolute, package_of, same_value  # noqa: F401 (re-exported)
 
 _LITERAL_NODES = (cst.Integer, cst.Float, cst.SimpleString, cst.ConcatenatedString, cst.UnaryOperation)
 
@@ -44,31 +42,6 @@ class StrategyCall:
         if self.wrapper is None:
             return "MegatronStrategy(...)"
         return f"{self.wrapper.split('.')[-1]}(MegatronStrategy, ...)"
-
-
-def package_of(filename: str) -> str | None:
-    """The dotted package a file belongs to (walking up while `__init__.py` exists), for relative imports."""
-    path = Path(filename).resolve()
-    parts: list[str] = []
-    folder = path.parent
-    while (folder / "__init__.py").is_file():
-        parts.append(folder.name)
-        folder = folder.parent
-    return ".".join(reversed(parts)) or None
-
-
-def _absolute(name: str, package: str | None) -> str | None:
-    if not name.startswith("."):
-        return name
-    if package is None:
-        return None
-    level = len(name) - len(name.lstrip("."))
-    base = package.split(".")
-    if level - 1 > len(base) - 1:
-        return None
-    base = base[: len(base) - (level - 1)]
-    rest = name[level:]
-    return ".".join(base + ([rest] if rest else []))
 
 
 class _Finder(cst.CSTVisitor):
@@ -153,11 +126,6 @@ def find_calls(wrapper: MetadataWrapper, table: Table, filename: str) -> list[St
     finder = _Finder(table, package_of(filename))
     wrapper.visit(finder)
     return finder.calls
-
-
-def same_value(a: Any, b: Any) -> bool:
-    """Equal in value and type (`1` is not `True`, `2.0` is not `2`)."""
-    return type(a) is type(b) and a == b
 
 
 # ================================================================================================== building nodes

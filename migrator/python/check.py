@@ -17,7 +17,7 @@ comment_starts = nemo2_lint.comment_starts
 
 def check_text(text: str, filename: str, table: Table, options: Any) -> list[Diagnostic]:
     findings = nemo2_lint.check_text(text, filename, table, options)
-    from migrator.python.bridge_lint import needs_bridge_check
+    from migrator.python.names import needs_bridge_check  # without LibCST: most files stop here
 
     body = text.removeprefix(BOM)
     if not needs_bridge_check(body):

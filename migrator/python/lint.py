@@ -1,7 +1,10 @@
 """The Python lint rules: `MegatronStrategy(...)` keyword arguments judged against the rule table and the target.
 
-Entry points for the lint engine (`migrator.engine.runner.LANGUAGES`): `check_text` and `parses`. LibCST is
-imported only here and in the modules this one uses, so a YAML-only lint never loads it.
+Entry points for the lint engine (`migrator.engine.runner.LANGUAGES`): `check_text` and `parses`. A file whose
+bytes never name the class cannot hold a strategy call and is not parsed at all; the others are parsed with Python's
+`ast` (`migrator.python.ast_calls`). LibCST is loaded only where a file is fixed (`parses` re-checks the result),
+for `--config` (NM120 shares `--patch`'s plan, which works on LibCST nodes) and for the rare file `ast_calls`
+declines; both paths report the same findings at the same positions.
 
 Each rule is a method of `_Checker` named after its rule's slug; the facts come from `rules/strategy.yaml` and
 `rules/settings.yaml`, the documentation and examples from `rules/lint/NMxxx-*.yaml`. Only literal values are judged
@@ -17,15 +20,12 @@ import tokenize
 from pathlib import Path
 from typing import Any
 
-import libcst as cst
-from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
-
 from migrator.engine.diagnostics import Diagnostic, Edit, Fix, Location
 from migrator.engine.table import Argument, Table
 from migrator.engine.verdicts import closest, closest_allowed, coerce_literal, lifecycle_stage, note_applies, with_article
 from migrator.errors import MigratorError
 from migrator.migrate.mapping import Mapping, config_mapping, py
-from migrator.python.calls import NOT_LITERAL, StrategyCall, find_calls, quote_of, same_value
+from migrator.python.names import NOT_LITERAL, same_value
 from migrator.versions import Target, Version
 from migrator.yaml.document import type_name
 
@@ -35,6 +35,8 @@ MARKER = "MegatronStrategy"  # a file that never names the class has nothing to 
 
 def parses(text: str, filename: str) -> bool:
     """Does a (fixed) text still parse with LibCST and compile with CPython?"""
+    import libcst as cst
+
     text = text.removeprefix(BOM)
     try:
         cst.parse_module(text)
@@ -48,22 +50,38 @@ def check_text(text: str, filename: str, table: Table, options: Any) -> list[Dia
     shift = 1 if text.startswith(BOM) else 0  # LibCST drops a BOM; columns on row 1 move by one
     text = text.removeprefix(BOM)
     if MARKER not in text:
+        return []  # no strategy call can be written without the class's name: nothing to parse
+    mapping = None
+    if getattr(options, "config_path", None) is not None:
+        mapping = config_mapping(str(options.config_path), table, options.target, options.source)
+    else:
+        from migrator.python import ast_calls
+
         try:
-            ast.parse(text, filename)
-        except SyntaxError as exc:
-            raise MigratorError(f"{filename}:{exc.lineno or 1}:{(exc.offset or 0) + (exc.lineno == 1) * shift}: "
-                                f"Python syntax error: {exc.msg}") from None
-        return []
+            tree = ast.parse(text, filename)
+            calls = ast_calls.find_calls(tree, text, table, filename)
+        except (SyntaxError, ValueError, ast_calls.Unsupported):
+            pass  # LibCST decides (and words a syntax error as it always has)
+        else:
+            return _AstChecker(text, filename, table, options.target, None, shift).run(calls)
+    return _cst_check(text, filename, table, options.target, mapping, shift)
+
+
+def _cst_check(text: str, filename: str, table: Table, target: Target, mapping: Mapping | None,
+               shift: int) -> list[Diagnostic]:
+    import libcst as cst
+    from libcst.metadata import MetadataWrapper
+
+    from migrator.python.calls import find_calls
+
     try:
         module = cst.parse_module(text)
     except cst.ParserSyntaxError as exc:
         raise MigratorError(f"{filename}:{exc.raw_line}:{exc.raw_column + 1 + (exc.raw_line == 1) * shift}: "
                             f"Python syntax error: {exc.message}") from None
-    mapping = None
-    if getattr(options, "config_path", None) is not None:
-        mapping = config_mapping(str(options.config_path), table, options.target, options.source)
-    checker = _Checker(module, text, filename, table, options.target, mapping, shift)
-    return checker.run()
+    wrapper = MetadataWrapper(module, unsafe_skip_copy=True)  # a freshly parsed tree: no shared nodes
+    checker = _CstChecker(wrapper, text, filename, table, target, mapping, shift)
+    return checker.run(find_calls(wrapper, table, filename))
 
 
 def comment_starts(text: str, filename: str, wanted: set[int]) -> dict[int, int] | None:
@@ -83,10 +101,11 @@ def comment_starts(text: str, filename: str, wanted: set[int]) -> dict[int, int]
 
 
 class _Checker:
-    def __init__(self, module: cst.Module, text: str, filename: str, table: Table, target: Target,
-                 mapping: Mapping | None, shift: int):
-        self.wrapper = MetadataWrapper(module, unsafe_skip_copy=True)  # a freshly parsed tree: no shared nodes
-        self.module = self.wrapper.module
+    """The rules, on the calls either finder returns (`calls.StrategyCall` with LibCST nodes, or
+    `ast_calls.AstCall` with spans); subclasses say where a node is and what text it has."""
+
+    def __init__(self, text: str, filename: str, table: Table, target: Target, mapping: Mapping | None,
+                 shift: int):
         self.text = text
         self.lines = text.split("\n")  # rows as LibCST counts them (a form feed stays in its row), CRs kept
         self.filename = filename
@@ -100,8 +119,8 @@ class _Checker:
         self.wrong = {w.name: w for w in table.strategy.wrong_names}
 
     # --------------------------------------------------------------------------------------------- plumbing
-    def run(self) -> list[Diagnostic]:
-        for call in find_calls(self.wrapper, self.table, self.filename):
+    def run(self, calls) -> list[Diagnostic]:
+        for call in calls:
             for name, arg in call.keywords.items():
                 self.keyword(call, name, arg)
             self.conflicting_arguments(call)
@@ -109,28 +128,30 @@ class _Checker:
                 self.config_mismatch(call)
         return self.findings
 
-    def loc(self, position) -> Location:
-        return Location(position.line, position.column + 1 + (self.shift if position.line == 1 else 0))
+    def loc(self, line: int, column: int) -> Location:
+        """A 1-based row and 0-based code-point column as a Location (a BOM moves row 1 by one)."""
+        return Location(line, column + 1 + (self.shift if line == 1 else 0))
 
-    @functools.cached_property
-    def positions(self):
-        return self.wrapper.resolve(PositionProvider)  # only computed for a file with a finding
+    def span(self, node) -> tuple[Location, Location]:
+        raise NotImplementedError
 
-    def span(self, node: cst.CSTNode) -> tuple[Location, Location]:
-        where: CodeRange = self.positions[node]
-        return self.loc(where.start), self.loc(where.end)
+    def code(self, node) -> str:
+        raise NotImplementedError
 
-    def code(self, node: cst.CSTNode) -> str:
-        return self.module.code_for_node(node).strip()
+    def is_simple_string(self, node) -> bool:
+        raise NotImplementedError
 
-    def report(self, code: str, node: cst.CSTNode, message: str, *, fix: Fix | None = None,
+    def quote(self, node) -> str:
+        raise NotImplementedError
+
+    def report(self, code: str, node, message: str, *, fix: Fix | None = None,
                severity: str | None = None) -> None:
         rule = self.table.rule_by_code[code]
         start, end = self.span(node)
         self.findings.append(Diagnostic(code=code, name=rule.name, message=message, severity=severity or rule.severity,
                                         filename=self.filename, location=start, end_location=end, fix=fix))
 
-    def replace(self, node: cst.CSTNode, text: str, applicability: str, message: str) -> Fix:
+    def replace(self, node, text: str, applicability: str, message: str) -> Fix:
         start, end = self.span(node)
         return Fix(applicability, message, (Edit(text, start, end),))
 
@@ -138,7 +159,7 @@ class _Checker:
         return f"target {self.target.describe()}"
 
     # --------------------------------------------------------------------------------------------- per keyword
-    def keyword(self, call: StrategyCall, name: str, arg: cst.Arg) -> None:
+    def keyword(self, call, name: str, arg) -> None:
         argument = self.arguments.get(name)
         if argument is not None:
             if not self.unavailable_in_target(argument, arg):
@@ -155,7 +176,7 @@ class _Checker:
         elif name in self.wrong or self.looks_like_checkpoint_argument(name):
             self.unknown_setting(call, name, arg)
 
-    def unavailable_in_target(self, argument: Argument, arg: cst.Arg) -> bool:
+    def unavailable_in_target(self, argument: Argument, arg) -> bool:
         """NM109. An error in Python: MegatronStrategy's **kwargs swallows the keyword without a word."""
         since = Version.parse(argument.since)
         if self.target.nemo >= since:
@@ -166,7 +187,7 @@ class _Checker:
                     severity="error")
         return False
 
-    def invalid_type(self, argument: Argument, arg: cst.Arg, value: Any) -> bool:
+    def invalid_type(self, argument: Argument, arg, value: Any) -> bool:
         """NM101"""
         if value is None:
             if argument.nullable:
@@ -187,7 +208,7 @@ class _Checker:
                     f"{self.code(arg.value)}{why}", fix=fix)
         return False
 
-    def invalid_value(self, argument: Argument, arg: cst.Arg, value: Any) -> bool:
+    def invalid_value(self, argument: Argument, arg, value: Any) -> bool:
         """NM102"""
         if value is None:
             return True
@@ -200,13 +221,13 @@ class _Checker:
         close = closest_allowed(value, argument.allowed)
         hint = f"; did you mean {close!r}?" if close else ""
         fix = None
-        if close and isinstance(arg.value, cst.SimpleString):
-            fix = self.replace(arg.value, _string(close, quote_of(arg.value)), "unsafe", f"Use {close!r}")
+        if close and self.is_simple_string(arg.value):
+            fix = self.replace(arg.value, _string(close, self.quote(arg.value)), "unsafe", f"Use {close!r}")
         self.report("NM102", arg.value, f"{argument.name}={self.code(arg.value)} is not one of "
                     f"{', '.join(allowed)}{hint}", fix=fix)
         return False
 
-    def value_lifecycle(self, argument: Argument, arg: cst.Arg, value: Any) -> None:
+    def value_lifecycle(self, argument: Argument, arg, value: Any) -> None:
         """NM106 removed-value / NM107 deprecated-value, with the lifecycle the YAML setting records."""
         setting = self.table.setting_for_argument(argument.name)
         lifecycle = setting.values.get(str(value)) if setting is not None and isinstance(value, str) else None
@@ -220,14 +241,14 @@ class _Checker:
         fix = None
         if lifecycle.replacement:
             message += f"; use {py(lifecycle.replacement)}"
-            if isinstance(arg.value, cst.SimpleString):
-                fix = self.replace(arg.value, _string(lifecycle.replacement, quote_of(arg.value)), "unsafe",
+            if self.is_simple_string(arg.value):
+                fix = self.replace(arg.value, _string(lifecycle.replacement, self.quote(arg.value)), "unsafe",
                                    f"Use {lifecycle.replacement!r}")
         if lifecycle.convert_hint:
             message += f"; {lifecycle.convert_hint}"
         self.report(code, arg.value, message, fix=fix)
 
-    def argument_notes(self, argument: Argument, arg: cst.Arg, value: Any) -> None:
+    def argument_notes(self, argument: Argument, arg, value: Any) -> None:
         """NM114: only where the value is written. The default (ckpt_parallel_save_optim=True) applies to every
         call, and whether the distributed optimizer is in use is decided elsewhere (the optimizer config), so a note
         on every call that leaves it out would be noise."""
@@ -238,7 +259,7 @@ class _Checker:
                 continue
             self.report("NM114", arg.keyword, f"{argument.name}={py(value)}: {note.message} ({self.target_note()})")
 
-    def removed_argument(self, call: StrategyCall, name: str, arg: cst.Arg) -> None:
+    def removed_argument(self, call, name: str, arg) -> None:
         """NM108: `ckpt_include_optimizer`, replaced by ckpt_save_optimizer/ckpt_load_optimizer before NeMo 2.0.0."""
         removed = self.removed[name]
         value = call.values[name]
@@ -263,7 +284,7 @@ class _Checker:
     def looks_like_checkpoint_argument(self, name: str) -> bool:
         return "ckpt" in name or bool(closest(name, list(self.arguments)))
 
-    def unknown_setting(self, call: StrategyCall, name: str, arg: cst.Arg) -> None:
+    def unknown_setting(self, call, name: str, arg) -> None:
         """NM103: an unknown ckpt_* keyword, which **kwargs swallows (torch DDP raises TypeError with ddp="pytorch")."""
         wrong = self.wrong.get(name)
         matches = [wrong.use] if wrong else closest(name, list(self.arguments))
@@ -280,7 +301,7 @@ class _Checker:
         self.report("NM103", arg.keyword, message, fix=fix)
 
     # --------------------------------------------------------------------------------------------- per call
-    def conflicting_arguments(self, call: StrategyCall) -> None:
+    def conflicting_arguments(self, call) -> None:
         """NM115: combinations MegatronStrategy rejects; an absent argument counts with its default."""
         for conflict in self.table.strategy.conflicts:
             implicit = []
@@ -302,7 +323,7 @@ class _Checker:
                 note = f" ({', '.join(implicit)})" if implicit else ""
                 self.report("NM115", anchor, f"{conflict.message}{note}")
 
-    def config_mismatch(self, call: StrategyCall) -> None:
+    def config_mismatch(self, call) -> None:
         """NM120: a keyword that disagrees with the YAML it was migrated from (`lint --config OLD.yaml`); the same
         plan `migrate-config --patch` would carry out."""
         from migrator.python.patch import plan_call
@@ -326,7 +347,7 @@ class _Checker:
             arg = call.keywords[change.old_keyword]
             if same_value(change.old_value, change.value):
                 continue  # a rename only: NM103 reports the wrong name
-            new = _string(change.value, quote_of(arg.value)) if isinstance(change.value, str) else py(change.value)
+            new = _string(change.value, self.quote(arg.value)) if isinstance(change.value, str) else py(change.value)
             inverted = " (NeMo's migration page shows this value inverted)" if (
                 wanted.setting == "dist_ckpt_parallel_dist_opt") else ""
             self.report("NM120", arg.value,
@@ -339,6 +360,54 @@ class _Checker:
                         f"where {config} says otherwise: {', '.join(missing)}; `migrate-config "
                         f"{_shown(mapping.filename)} --patch {_shown(self.filename)}` adds "
                         f"{'them' if len(missing) > 1 else 'it'}")
+
+
+class _AstChecker(_Checker):
+    """Spans from `ast_calls` (no LibCST)."""
+
+    def span(self, node) -> tuple[Location, Location]:
+        return self.loc(*node.start), self.loc(*node.end)
+
+    def code(self, node) -> str:
+        return node.text.strip()
+
+    def is_simple_string(self, node) -> bool:
+        return node.simple_string
+
+    def quote(self, node) -> str:
+        return node.quote
+
+
+class _CstChecker(_Checker):
+    """LibCST nodes and their positions (computed only for a file with a finding)."""
+
+    def __init__(self, wrapper, *args):
+        super().__init__(*args)
+        self.wrapper = wrapper
+        self.module = wrapper.module
+
+    @functools.cached_property
+    def positions(self):
+        from libcst.metadata import PositionProvider
+
+        return self.wrapper.resolve(PositionProvider)
+
+    def span(self, node) -> tuple[Location, Location]:
+        where = self.positions[node]
+        return (self.loc(where.start.line, where.start.column), self.loc(where.end.line, where.end.column))
+
+    def code(self, node) -> str:
+        return self.module.code_for_node(node).strip()
+
+    def is_simple_string(self, node) -> bool:
+        import libcst as cst
+
+        return isinstance(node, cst.SimpleString)
+
+    def quote(self, node) -> str:
+        from migrator.python.calls import quote_of
+
+        return quote_of(node)
 
 
 def _shown(path: str) -> str:

@@ -17,45 +17,12 @@ from migrator.engine.verdicts import (
 )
 from migrator.versions import Source, Target, Version
 from migrator.yaml.document import Document, Node, type_name
+from migrator.yaml.strategy_block import check_strategy_block
+from migrator.yaml.kinds import MCORE_FLAGS, MODEL_FIELDS, TRAINING_MARKERS, Config, classify  # noqa: F401
 
 UNKNOWN = object()  # a value that cannot be known statically (absent with no known default, or an interpolation)
 
-# top-level keys whose presence makes a YAML file a NeMo model config (the model_config.yaml of a .nemo)
-MODEL_FIELDS = frozenset({
-    "num_layers", "hidden_size", "encoder_seq_length", "ffn_hidden_size", "num_attention_heads", "mcore_gpt",
-    "precision", "tokenizer", "make_vocab_size_divisible_by", "max_position_embeddings", "target",
-})
-TRAINING_MARKERS = frozenset({"trainer", "exp_manager"})
 CALLBACK_PATH = ("exp_manager", "checkpoint_callback_params")
-
-
-@dataclass
-class Config:
-    """One YAML document classified as a NeMo config."""
-
-    root: Node
-    kind: str  # "training" | "model"
-    model: Node | None  # the mapping holding model settings (`model:` or the root of a model config)
-    model_key: Node | None  # the `model` key node of a training config
-
-    def model_path(self) -> tuple[str, ...]:
-        return ("model",) if self.kind == "training" else ()
-
-
-def classify(root: Node) -> Config | None:
-    """A training config has a `model:` mapping (or trainer/exp_manager); a model config has model fields at the
-    top. Anything else (a CI workflow, a docker-compose file) is not a NeMo config and is not judged."""
-    if root.kind != "mapping":
-        return None
-    keys = {k.raw for k, _ in root.items if k.kind == "scalar"}
-    pair = root.pair("model")
-    if pair and pair[1].kind == "mapping":
-        return Config(root, "training", pair[1], pair[0])
-    if keys & TRAINING_MARKERS:
-        return Config(root, "training", None, None)
-    if keys & MODEL_FIELDS or any(str(k).startswith("dist_ckpt_") for k in keys):
-        return Config(root, "model", root, None)
-    return None
 
 
 @dataclass
@@ -115,16 +82,10 @@ class Context:
         parent = self.lookup(".".join(setting.path.split(".")[:-1])) if self.config.kind == "training" else None
         return parent.pair(setting.key) if parent is not None and parent.kind == "mapping" else None
 
-    def legacy_model(self) -> tuple[Node, Node] | None:
-        """The `mcore_gpt: False` (or bert/t5) pair of a pre-megatron-core model, whose checkpoints are legacy."""
-        model = self.config.model
-        if model is None:
-            return None
-        for flag in ("mcore_gpt", "mcore_bert", "mcore_t5"):
-            pair = model.pair(flag)
-            if pair and pair[1].kind == "scalar" and pair[1].value is False:
-                return pair
-        return None
+    def legacy_model(self) -> bool:
+        """A pre-megatron-core model (`mcore_gpt: False`, or no flag, which NeMo reads as False): its checkpoints
+        are legacy, non-distributed ones."""
+        return self.config.checkpoints == "legacy"
 
     def setting_value(self, setting: Setting) -> Node | None:
         if setting.in_model:
@@ -248,7 +209,8 @@ def value_lifecycle(ctx: Context, setting: Setting, key: Node, value: Node) -> b
 
 def unavailable_in_target(ctx: Context, setting: Setting, key: Node, value: Node) -> bool:
     since = Version.parse(setting.target.since)
-    if ctx.target.nemo >= since or value.value == setting.target.default:
+    if ctx.target.nemo >= since or value.value == setting.target.default or (
+            value.value in setting.target.same_as_default):
         return True
     ctx.report_node(
         "NM109", key,
@@ -269,7 +231,7 @@ def no_effect(ctx: Context, setting: Setting, key: Node, value: Node) -> bool:
         )
         return True
     for rule in setting.no_effect:
-        if ctx.condition_holds(rule.when):
+        if ctx.condition_holds(rule.when) and not (rule.unless is not None and ctx.condition_holds(rule.unless)):
             here = ""
             if rule.when.path:
                 here = f"; here {rule.when.path.removeprefix('model.')} is {ctx.lookup(rule.when.path).value!r}"
@@ -321,7 +283,7 @@ SETTING_RULES: list[Callable[[Context, Setting, Node, Node], bool]] = [
 def duplicate_key(ctx: Context) -> None:
     for _, mapping in ctx.config.root.walk_mappings():
         seen: dict[Any, Node] = {}
-        for key, _ in mapping.items:
+        for key, _ in mapping.own_items:  # what a merge key brings in may be overridden: that is no duplicate
             if key.kind != "scalar":
                 continue
             if key.raw in seen:
@@ -371,10 +333,20 @@ def _unknown_in(ctx: Context, mapping: Node, known: list[str], renamed: dict[str
 def misplaced_setting(ctx: Context) -> None:
     table = ctx.table
     right_model = ctx.config.model_path()
+    # a key node NeMo reads at the right place (directly, or through a merge key `<<: *anchor`) is not misplaced
+    # where its anchor is defined
+    callback = ctx.lookup(".".join(CALLBACK_PATH)) if ctx.config.kind == "training" else None
+    holders = {True: ctx.config.model, False: callback}  # by setting.in_model
+    in_place = {where: {id(k) for k, _ in h.items} if h is not None and h.kind == "mapping" else set()
+                for where, h in holders.items()}
+    templates = {id(m) for h in holders.values() if h is not None and h.kind == "mapping"
+                 for m in h.merged_mappings()}  # anchors merged into them
     for path, mapping in ctx.config.root.walk_mappings():
+        if id(mapping) in templates:
+            continue
         for key, _ in mapping.items:
             setting = table.setting_by_key.get(key.raw) if key.kind == "scalar" else None
-            if setting is None:
+            if setting is None or id(key) in in_place[setting.in_model]:
                 continue
             if setting.in_model:
                 if path == right_model:
@@ -384,7 +356,8 @@ def misplaced_setting(ctx: Context) -> None:
             else:
                 if ctx.config.kind == "training" and path == CALLBACK_PATH:
                     continue
-                if path not in ((), ("model",), ("exp_manager",), ("trainer",)) and ctx.config.kind == "training":
+                if path not in ((), ("model",), ("exp_manager",), ("trainer",), ("model", "checkpoint_callback_params"),
+                                ("trainer", "checkpoint_callback_params")) and ctx.config.kind == "training":
                     continue  # a key of that name deep in an unrelated sub-config is not ours to judge
                 where, right = "exp_manager.checkpoint_callback_params", setting.path
             here = ".".join(path) or "the top level"
@@ -394,8 +367,9 @@ def misplaced_setting(ctx: Context) -> None:
 
 def implicit_defaults(ctx: Context) -> None:
     """One NM111 note for a training config on the settings it leaves to NeMo 1.0 defaults that NeMo 2.0 changed."""
-    if ctx.config.kind != "training" or ctx.config.model_key is None or ctx.legacy_model() is not None:
-        return
+    if ctx.config.kind != "training" or ctx.config.model_key is None or not ctx.config.distributed \
+            or not ctx.config.saves:
+        return  # only a run that writes megatron-core distributed checkpoints has these defaults
     changed = []
     for setting in ctx.table.settings.settings:
         if ctx.setting_value(setting) is not None:
@@ -418,25 +392,89 @@ def implicit_defaults(ctx: Context) -> None:
 
 
 def non_distributed_checkpoint(ctx: Context) -> None:
-    if ctx.config.kind != "training":
+    if ctx.config.kind != "training" or not ctx.legacy_model():
         return
-    pair = ctx.legacy_model()
-    if pair is None:
-        return
-    key, value = pair
-    if key.raw == "mcore_gpt":
-        remedy = "`nemo-migrate convert` converts them (and their .nemo files) to NeMo 2.0 directly"
+    family = ctx.config.family or "GPT"
+    if ctx.config.flag is not None:
+        key, value = ctx.config.flag
+        where, said = key, f"{key.raw}: {value.raw}"
     else:
-        remedy = "convert them with NeMo 1.0's convert_gpt_nemo_to_mcore.py first"
-    ctx.report_node(
-        "NM116", key,
-        f"{key.raw}: {value.raw} saves legacy non-distributed checkpoints, which NeMo 2.0 cannot load and the "
-        f"dist_ckpt settings do not apply to; {remedy}",
-    )
+        flag = next(f for f, fam in MCORE_FLAGS.items() if fam == family)
+        where = ctx.config.model_key
+        said = (f"model.{flag} is not set, and NeMo's Megatron {family} model reads a missing {flag} as False: "
+                "this config")
+    ctx.report_node("NM116", where, f"{said} saves legacy non-distributed checkpoints, which NeMo 2.0 cannot load "
+                    f"and the dist_ckpt settings do not apply to; {legacy_remedy(family)}")
+
+
+def legacy_remedy(family: str) -> str:
+    """What to do with a pre-megatron-core model's checkpoints, by model family."""
+    if family == "GPT":
+        return "`nemo-migrate convert` converts them (and their .nemo files) to NeMo 2.0 directly"
+    # NeMo ships converters for GPT only (scripts/checkpoint_converters/convert_gpt_nemo_to_mcore.py, v1.23 to v2.4)
+    return (f"NeMo has no converter for legacy {family} checkpoints: train with the megatron-core model "
+            f"(mcore_{family.lower()}: True) before moving to NeMo 2.0, or keep NeMo 1.0 for these checkpoints")
+
+
+def implicit_removed_value(ctx: Context) -> None:
+    """NM106 / NM107 for a key the config leaves out whose NeMo 1.0 default (for the `--source` release) the target
+    removed or deprecated: zarr, the format before NeMo 2.0.0. `migrate-config` refuses exactly this finding."""
+    if ctx.config.kind != "training" or ctx.config.model_key is None or not ctx.config.distributed:
+        return
+    for setting in ctx.table.settings.settings:
+        if not setting.in_model or ctx.setting_value(setting) is not None:
+            continue
+        old = ctx.default_for_source(setting)
+        lifecycle = setting.values.get(str(old)) if isinstance(old, str) else None
+        verdict = lifecycle_stage(lifecycle, ctx.target) if lifecycle is not None else None
+        if verdict is None:
+            continue
+        code, stage = verdict
+        message = (f"{setting.key} is not set, and NeMo 1.0 defaulted it to {old} for a config from NeMo "
+                   f"{ctx.source.nemo}: {stage.message} ({ctx.target_note()})")
+        if lifecycle.convert_hint:
+            message += f"; {lifecycle.convert_hint}"
+        if lifecycle.replacement:
+            message += f"; set {setting.key}: {lifecycle.replacement} if new checkpoints may use it"
+        ctx.report_node(code, ctx.config.model_key, message)
+
+
+def conflicting_settings(ctx: Context) -> None:
+    """NM115: async_save True with the zarr format. NeMo (DistributedCheckpointIO in 1.0, MegatronCheckpointIO in
+    2.x) raises ValueError('Async dist-ckpt save supported only for torch_dist format') at the first save."""
+    if ctx.config.kind != "training" or not ctx.config.distributed:
+        return
+    fmt = ctx.table.setting_by_key["dist_ckpt_format"]
+    asynchronous = ctx.table.setting_by_key["async_save"]
+    pair = ctx.setting_pair(asynchronous)
+    if pair is None or ctx.effective(asynchronous) is not True or ctx.effective(fmt) != "zarr":
+        return
+    where = ("set in the YAML" if ctx.setting_value(fmt) is not None
+             else f"NeMo 1.0's default for a config from NeMo {ctx.source.nemo}")
+    ctx.report_node("NM115", pair[0], f"async_save: {pair[1].raw} with dist_ckpt_format zarr ({where}): NeMo "
+                    "raises ValueError ('Async dist-ckpt save supported only for torch_dist format') at the first "
+                    "save; use dist_ckpt_format: torch_dist or async_save: False")
+
+
+def distopt_default(ctx: Context) -> None:
+    """NM114 where the config uses the megatron-core distributed optimizer and leaves dist_ckpt_parallel_dist_opt
+    at its default (True, which maps to ckpt_parallel_save_optim=True)."""
+    setting = ctx.table.setting_by_key["dist_ckpt_parallel_dist_opt"]
+    optim = ctx.lookup("model.optim.name")
+    if not ctx.config.distributed or ctx.setting_value(setting) is not None or optim is None \
+            or optim.kind != "scalar" or optim.value != "mcore_distributed_optim":
+        return
+    value = ctx.default_for_source(setting)
+    for note in ctx.table.strategy.notes:
+        if note.argument == setting.target.argument and value == note.value and note_applies(note, ctx.target):
+            ctx.report_node("NM114", optim, f"optim.name: mcore_distributed_optim leaves {setting.key} at its "
+                            f"default {_py(value)}, which maps to {note.argument}={_py(value)}: {note.message} "
+                            f"({ctx.target_note()})")
 
 
 FILE_RULES: list[Callable[[Context], None]] = [
-    duplicate_key, unknown_setting, misplaced_setting, implicit_defaults, non_distributed_checkpoint,
+    duplicate_key, unknown_setting, misplaced_setting, implicit_defaults, implicit_removed_value,
+    conflicting_settings, distopt_default, non_distributed_checkpoint,
 ]
 
 
@@ -448,6 +486,10 @@ def check_document(document: Document, table: Table, target: Target, source: Sou
         if config is None:
             continue
         ctx = Context(document, config, table, target, source)
+        if config.kind == "nemo2":
+            check_strategy_block(ctx)
+            findings.extend(ctx.findings)
+            continue
         for file_rule in FILE_RULES:
             file_rule(ctx)
         for setting in table.settings.settings:
@@ -458,4 +500,6 @@ def check_document(document: Document, table: Table, target: Target, source: Sou
                 if not rule(ctx, setting, *pair):
                     break
         findings.extend(ctx.findings)
-    return findings
+    # a node reached twice (an alias, a merge key) is judged once per place, but reported once
+    unique = {(d.code, d.location, d.end_location, d.message): d for d in findings}
+    return list(unique.values())

@@ -1,0 +1,44 @@
+"""What both strategy-call finders (`calls` on LibCST, `ast_calls` on Python's ast) share, without LibCST."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+NOT_LITERAL = object()  # a value the tool cannot judge statically
+
+# a file that names neither cannot hold Megatron-Bridge code the Bridge lint judges (checked before loading LibCST)
+BRIDGE_MARKERS = ("CheckpointConfig", "megatron.bridge")
+
+
+def needs_bridge_check(text: str) -> bool:
+    return any(marker in text for marker in BRIDGE_MARKERS)
+
+
+def package_of(filename: str) -> str | None:
+    """The dotted package a file belongs to (walking up while `__init__.py` exists), for relative imports."""
+    path = Path(filename).resolve()
+    parts: list[str] = []
+    folder = path.parent
+    while (folder / "__init__.py").is_file():
+        parts.append(folder.name)
+        folder = folder.parent
+    return ".".join(reversed(parts)) or None
+
+
+def _absolute(name: str, package: str | None) -> str | None:
+    if not name.startswith("."):
+        return name
+    if package is None:
+        return None
+    level = len(name) - len(name.lstrip("."))
+    base = package.split(".")
+    if level - 1 > len(base) - 1:
+        return None
+    base = base[: len(base) - (level - 1)]
+    rest = name[level:]
+    return ".".join(base + ([rest] if rest else []))
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Equal in value and type (`1` is not `True`, `2.0` is not `2`)."""
+    return type(a) is type(b) and a == b
