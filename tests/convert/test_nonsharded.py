@@ -360,3 +360,21 @@ def test_merged_shapes_that_contradict_the_config_name_the_rank_files(tmp_path: 
     _one_line_error(run_cli("convert", "--input_path", wrong, "--output_path", tmp_path / "o", "--model_id", LLAMA_ID),
                     "linear_fc1.weight: shape [2, 352, 64] contradicts model_config.yaml",
                     "merged from", "mp_rank_00/model_weights.ckpt and 1 more rank files")
+
+
+def test_to_bridge_merges_the_same_tensors_under_bridge_names(tmp_path: Path) -> None:
+    source = need(LEGACY / "c_gpt2b_legacy_tp2pp1" / "tiny_gpt2b_legacy_tp2pp1.nemo")
+    ref = torch.load(need(LEGACY / CASES["c_gpt2b_legacy_tp2pp1/tiny_gpt2b_legacy_tp2pp1"]),
+                     weights_only=False)["state_dict"]
+    out = tmp_path / "bridge"
+    result = run_cli("convert", "--to", "bridge", "--input_path", source, "--output_path", out)
+    assert result.returncode == 0, result.stderr
+    iteration = next(p for p in out.iterdir() if p.name.startswith("iter_"))
+    tensors, objects = factory.read_dcp(iteration)
+    got = per_layer({"x." + k: v for k, v in tensors.items()})  # Bridge keys have no prefix
+    assert set(got) == set(ref)
+    for key, value in ref.items():
+        assert torch.equal(factory.bits(got[key]), factory.bits(value)), key
+    assert all(not k.startswith(("model.", "module.")) for k in objects)
+    report = verify_checkpoint(out, source)
+    assert report.ok, report.lines()
