@@ -361,22 +361,29 @@ def test_cli_forms_and_usage_errors(tmp_path):
 
 # ================================================================================================ Bridge YAML lint
 def test_bridge_yaml_is_recognised_before_nemo1_classification(tmp_path):
-    from migrator.yaml.bridge import bridge_kind
-    from migrator.yaml.checks import classify
+    from migrator.yaml.kinds import classify
     from migrator.yaml.document import parse
 
     run_config = ("_target_: megatron.bridge.training.config.ConfigContainer\nmodel:\n  num_layers: 2\n"
                   "  dist_ckpt_format: zarr\ncheckpoint:\n  save: /ckpt\n  save_ckpt_format: zarr\n")
     root = parse(run_config, "run_config.yaml").roots[0]
-    assert bridge_kind(root) == "bridge-checkpoint"
-    with pytest.raises(MigratorError, match="already a Megatron-Bridge YAML"):
-        from_yaml(run_config)  # never migrated as if it were NeMo 1.0
+    config = classify(root)
+    assert config.kind == "bridge" and config.checkpoint[0].start.row == 5 and not config.distributed
+    with pytest.raises(MigratorError, match="run_config.yaml:5:1: already a Megatron-Bridge YAML"):
+        from_yaml(run_config, name="run_config.yaml")  # never migrated as if it were NeMo 1.0
+    targeted = parse("checkpoint:\n  _target_: megatron.bridge.training.config.CheckpointConfig\n  every: 5\n",
+                     "c.yaml").roots[0]
+    assert classify(targeted).kind == "bridge"  # the class named, whatever the fields
     nemo1 = parse("model:\n  dist_ckpt_format: zarr\n", "c.yaml").roots[0]
-    assert bridge_kind(nemo1) is None and classify(nemo1).kind == "training"
+    assert classify(nemo1).kind == "training"
     other = parse("checkpoint:\n  every: 5\n", "c.yaml").roots[0]
-    assert bridge_kind(other) is None  # a `checkpoint:` block with no Bridge field is not Bridge YAML
+    assert classify(other) is None  # a `checkpoint:` block with no Bridge field is not Bridge YAML
     path = tmp_path / "run_config.yaml"
     path.write_text(run_config)
+    # nor by the NeMo 2.0 destination (which used to read `model.dist_ckpt_format` as NeMo 1.0's and refuse zarr)
+    nemo2 = migrate(str(path), "--emit-python")
+    assert nemo2.returncode == 2 and nemo2.stdout == ""
+    assert nemo2.stderr.strip().endswith("not a NeMo 1.0 config; lint it with `nemo-migrate lint`"), nemo2.stderr
     proc = run_cli("lint", str(path), "--output-format", "json", "--target", "megatron-bridge=0.3")
     found = [(d["code"], d["location"]["row"]) for d in json.loads(proc.stdout)]
     assert found == [("NM201", 7)] and proc.returncode == 1  # no NeMo 1.0 NM106 on model.dist_ckpt_format
