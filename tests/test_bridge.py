@@ -214,6 +214,29 @@ model:
     assert from_yaml(text, "0.4").values()["storage_writers_per_rank"] == 2  # NeMo's None = mcore's 2; Bridge 1
 
 
+MODEL_KINDS = {
+    "distributed": "  mcore_gpt: True\n",
+    "fsdp": "  mcore_gpt: True\n  fsdp: True\n",  # FSDP checkpoints
+    "legacy": "  mcore_gpt: False\n",  # pre-megatron-core (NM116)
+    "asr": "  sample_rate: 16000\n",  # no Megatron language model: no distributed checkpoints at all
+}
+
+
+@pytest.mark.parametrize("kind", sorted(MODEL_KINDS))
+def test_nemo1_defaults_only_for_models_that_write_distributed_checkpoints(kind):
+    """As for NeMo 2.0 (yaml/kinds.Config.distributed): NeMo 1.0's dist_ckpt_* defaults were never used by an FSDP,
+    legacy or non-Megatron model, so none is written for Bridge; the exp_manager settings still map."""
+    text = ("trainer:\n  devices: 1\nexp_manager:\n  checkpoint_callback_params:\n    dirpath: /ckpt\nmodel:\n"
+            + MODEL_KINDS[kind])
+    mapping = from_yaml(text, "0.6")
+    defaults = {f.name for f in mapping.fields if f.origin == "nemo1-default"}
+    if kind == "distributed":
+        assert defaults == {"fully_parallel_save", "storage_writers_per_rank"}
+    else:
+        assert defaults == set() and mapping.values() == {"save": "/ckpt"}, mapping.values()
+    assert not mapping.refused
+
+
 def test_async_save_without_save_is_a_warning_and_a_comment():
     mapping = from_yaml("exp_manager:\n  checkpoint_callback_params:\n    async_save: true\nmodel: {}\n", "0.3")
     warnings = [m for m in mapping.messages if m.code == "NM204"]

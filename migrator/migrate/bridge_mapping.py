@@ -203,7 +203,9 @@ class _YamlMapper(_Builder):
         self.handled: set[Location] = set()
 
     def run(self) -> None:
-        legacy = self.ctx.legacy_model()
+        # NeMo 1.0's dist_ckpt_* defaults concern only models that wrote megatron-core distributed checkpoints
+        # (not legacy, FSDP or non-Megatron models), as for the NeMo 2.0 destination
+        distributed = self.config.distributed
         for entry in self.bridge.mapping.nemo1:
             if entry.setting is not None:
                 setting = self.table.setting_by_key[entry.setting]
@@ -211,7 +213,7 @@ class _YamlMapper(_Builder):
                 if pair is not None:
                     self.present(entry, setting.path if self.config.kind == "training" or not setting.in_model
                                  else setting.key, pair, setting)
-                elif not legacy and (setting.in_model or self.config.kind == "training"):
+                elif distributed and (setting.in_model or self.config.kind == "training"):
                     self.absent(entry, setting)
             elif self.config.kind == "training":
                 node_pair = self.pair_at(entry.path)
