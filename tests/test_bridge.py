@@ -416,6 +416,18 @@ def test_bridge_yaml_is_recognised_before_nemo1_classification(tmp_path):
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
 
 
+def test_a_nemo2_yaml_is_refused_not_emitted_empty(tmp_path):
+    """A YAML written for NeMo 2.0 holds MegatronStrategy arguments, which the NeMo 1.0 mapping does not read: an empty
+    CheckpointConfig() would drop its ckpt_async_save silently."""
+    path = tmp_path / "nemo2.yaml"
+    path.write_text("trainer:\n  devices: 1\n  strategy:\n    _target_: nemo.lightning.MegatronStrategy\n"
+                    "    ckpt_async_save: true\nmodel:\n  mcore_gpt: True\n")
+    for form in ("--emit-python", "--emit-overrides"):
+        proc = migrate(str(path), "--to", "bridge", form)
+        assert proc.returncode == 2 and proc.stdout == "", proc.stdout
+        assert "nemo2.yaml:3:3: a NeMo 2.0 config" in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+
+
 def test_bridge_python_lint_through_the_cli(tmp_path):
     script = tmp_path / "recipe.py"
     script.write_text("from megatron.bridge.recipes.llama import llama3_8b_pretrain_config\n"

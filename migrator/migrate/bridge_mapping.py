@@ -184,6 +184,12 @@ def map_yaml(text: str, filename: str, table: Table, bridge: BridgeTable, target
              force: bool = False) -> BridgeMapping:
     document = parse(text, filename)
     config = nemo1_config(document, filename)
+    if config.kind == "nemo2":
+        key = config.strategy[0]
+        raise MigratorError(f"{filename}:{key.start.row}:{key.start.column}: a NeMo 2.0 config (its `strategy:` "
+                            "block holds the MegatronStrategy arguments), not a NeMo 1.0 one: `--to bridge` reads "
+                            "those arguments from a NeMo 2.0 Python script, not from YAML; set the block's values "
+                            "in CheckpointConfig by hand")
     # the NeMo lint judges types, values and duplicates; its NeMo side of the target does not matter for those
     lint_target = Target(nemo=Version.parse(table.releases.default_target.nemo), megatron_core=target.megatron_core)
     findings = checks.check_document(document, table, lint_target, source)
