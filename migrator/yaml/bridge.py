@@ -35,7 +35,6 @@ def check_bridge(document: Document, config: Config, table: Table, target: Bridg
 
     names = {str(k.raw) for k, _ in block.items if k.kind == "scalar"}
     values: dict[str, Any] = {}
-    unknown: set[str] = set()
     for key, value in block.items:
         if key.kind != "scalar" or str(key.raw).startswith("_"):
             continue
@@ -49,8 +48,7 @@ def check_bridge(document: Document, config: Config, table: Table, target: Bridg
             report(verdict.code, key, verdict.message, fix)
             continue
         if value.kind != "scalar" or is_interpolation(value):
-            unknown.add(name)
-            continue
+            continue  # not known statically: no conflict is judged on it (it is not in `values`)
         values[name] = value.value
         verdict = value_verdict(bridge, target, name, value.value)
         if verdict is not None:
@@ -60,8 +58,6 @@ def check_bridge(document: Document, config: Config, table: Table, target: Bridg
             report(verdict.code, value, verdict.message, fix)
     # an override file sets only what it changes: fields it leaves out keep whatever the recipe set, so a conflict
     # is judged on the block's own values only; a run_config.yaml holds every field, so defaults never enter
-    known = set(values)
-    for conflict in conflicts(bridge, target, values, known):
-        report("NM204", block_key,
-               f"{conflict.message} (megatron-bridge={target.bridge})")
+    for conflict in conflicts(bridge, target, values, set(values)):
+        report("NM204", block_key, f"{conflict.message} (megatron-bridge={target.bridge})")
     return findings

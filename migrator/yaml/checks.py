@@ -19,7 +19,7 @@ from migrator.versions import BridgeTarget, Source, Target, Version
 from migrator.yaml.bridge import check_bridge
 from migrator.yaml.document import Document, Node, type_name
 from migrator.yaml.strategy_block import check_strategy_block
-from migrator.yaml.kinds import MCORE_FLAGS, MODEL_FIELDS, TRAINING_MARKERS, Config, classify  # noqa: F401
+from migrator.yaml.kinds import MCORE_FLAGS, Config, classify
 
 UNKNOWN = object()  # a value that cannot be known statically (absent with no known default, or an interpolation)
 
