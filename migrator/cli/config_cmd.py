@@ -40,6 +40,17 @@ def _usage(text: str) -> None:
     raise SystemExit(2)
 
 
+def _say_messages(mapping) -> None:
+    """A mapping's warnings and errors on stderr, one line each with its location (info notes go in the output)."""
+    for message in mapping.messages:
+        if message.severity == "info":
+            continue
+        where = f"{mapping.filename}:{message.location.row}:{message.location.column}" if message.location \
+            else mapping.filename
+        code = f"{message.code} " if message.code else ""
+        _say(message.severity, f"{where}: {code}{message.text}")
+
+
 def _load(config_path: str, target_spec: str | None, source_spec: str | None, force: bool):
     from migrator.engine.table import load_table
     from migrator.migrate.mapping import load_mapping
@@ -50,13 +61,7 @@ def _load(config_path: str, target_spec: str | None, source_spec: str | None, fo
                                force=force)
     except MigratorError as exc:
         _usage(str(exc))
-    for message in mapping.messages:
-        if message.severity == "info":
-            continue
-        where = f"{mapping.filename}:{message.location.row}:{message.location.column}" if message.location \
-            else mapping.filename
-        code = f"{message.code} " if message.code else ""
-        _say(message.severity, f"{where}: {code}{message.text}")
+    _say_messages(mapping)
     return table, mapping
 
 
@@ -332,13 +337,7 @@ def _load_bridge(config_path: str, target_spec: str | None, source_spec: str | N
             mapping = load_bridge_mapping(config_path, table, bridge, target, source, force=force)
     except MigratorError as exc:
         _usage(str(exc))
-    for message in mapping.messages:
-        if message.severity == "info":
-            continue
-        where = f"{mapping.filename}:{message.location.row}:{message.location.column}" if message.location \
-            else mapping.filename
-        code = f"{message.code} " if message.code else ""
-        _say(message.severity, f"{where}: {code}{message.text}")
+    _say_messages(mapping)
     return table, bridge, mapping
 
 
