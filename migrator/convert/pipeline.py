@@ -1,4 +1,6 @@
-"""`nemo-migrate convert`: NeMo 1.0 `.nemo` -> NeMo 2.0 checkpoint directory (`weights/` + `context/`).
+"""`nemo-migrate convert`: NeMo 1.0 `.nemo` -> NeMo 2.0 checkpoint directory (`weights/` + `context/`), or
+(`--to bridge`) NeMo 1.0 `.nemo` or NeMo 2.0 checkpoint directory -> Megatron-Bridge checkpoint root
+(`iter_<N>/` + trackers, see `write.bridge`).
 
 Order of work:
 1. open the source (checks the archive and the weights' index; nothing extracted);
@@ -7,7 +9,8 @@ Order of work:
    context side of the converter: `architecture`, `tokenizer`, `context`) and check `--strict`; `--dry-run`
    prints the plan and stops here; otherwise the weights are already being written meanwhile (step 4);
 4. write everything into `OUT.partial/`: weights data and index, `common.pt`, `context/`, and
-   `weights/metadata.json` last;
+   `weights/metadata.json` last (Bridge: the same into `iter_<N>/` with `run_config.yaml`, `train_state.pt` and the
+   tokenizer, its `metadata.json` last, then the root's trackers);
 5. rename `OUT.partial/` to `OUT` (an existing OUT, with `--force`, is moved aside first and deleted after).
 Any error or interrupt removes `OUT.partial/`; an OUT that exists is always complete.
 """
@@ -72,13 +75,67 @@ def _context_side(source: Source, options: ConvertOptions, warn: Warn):
     return spec, tokenizer
 
 
+def _bridge_side(source: Source, options: ConvertOptions, warn: Warn):
+    """The Megatron-Bridge run_config sections (model/bridge_spec.py), the tokenizer and the model's keys."""
+    from migrator.convert.model import nemo1_arch, shapes
+    from migrator.convert.model.bridge_models import load_bridge_table, parse_target
+    from migrator.convert.model.bridge_spec import build_bridge_spec
+    from migrator.convert.read.nemo2_dir import Nemo2DirSource, context_tokenizer
+    from migrator.convert.model.tokenizer import resolve_tokenizer
+    from migrator.convert.write.bridge import iter_dir_name
+
+    table = load_bridge_table()
+    span = table.span(parse_target(options.target))
+    index = shapes.tensor_index(source.tensors)
+    mamba = any(".mixer." in k for k in index)
+    if options.model_id is not None:
+        warn(f"--model_id {options.model_id}: not used with --to bridge (it chooses NeMo 2.0 classes); Megatron-Bridge "
+             f"gets {'MambaModelProvider' if mamba else 'GPTModelProvider'} with the checkpoint's own architecture")
+    tokenizer_flags = (options.tokenizer_path, options.tokenizer_library, options.tokenizer_vocab_file,
+                       options.tokenizer_model_name)
+    if isinstance(source, Nemo2DirSource):
+        values = dict(source.context.values)
+        mamba = mamba or source.context.model_class.endswith(".MambaModel")
+        if any(tokenizer_flags):
+            tokenizer = resolve_tokenizer(None, None, *tokenizer_flags)
+        else:
+            tokenizer = context_tokenizer(source.path, source.context.tokenizer)
+    else:
+        values = nemo1_arch.mamba_fields(source.model_config) if mamba else nemo1_arch.gpt_fields(source.model_config)
+        if mamba:  # NeMo 1.0's Mamba model takes its MLP activation from `activation` like GPT (default gelu)
+            values["activation_func"] = nemo1_arch.activation(source.model_config)[0]
+        input_dir = options.input_path if options.input_path.is_dir() else options.input_path.parent
+        tokenizer = resolve_tokenizer(source.model_config, source.read_member, *tokenizer_flags, input_dir=input_dir)
+    yaml_name = source.model_config_origin or "model_config.yaml"
+    facts = shapes.check_mamba(values, source.tensors) if mamba else shapes.check_gpt(values, source.tensors)
+    if tokenizer.vocab_size is not None and tokenizer.vocab_size > facts.padded_vocab_size:
+        raise MigratorError(f"embedding.word_embeddings.weight: {facts.padded_vocab_size} rows, but the tokenizer has "
+                            f"{tokenizer.vocab_size} tokens")
+    final_iter = options.output_path / iter_dir_name(options.iteration)
+    spec = build_bridge_spec("mamba" if mamba else "gpt", values, facts.padded_vocab_size, facts.source_dtype,
+                             options.dtype, tokenizer, final_iter, table, span, warn)
+    spec.expected_keys = {k[len("module."):] for k in facts.expected_keys}
+    spec.origin = yaml_name
+    return spec, tokenizer
+
+
 def check_strict(plan: Plan, strict: bool, warn: Warn) -> None:
     """Keys the NeMo 2.0 model does not have: an error with --strict, otherwise carried with a warning."""
-    spec = plan.spec
+    spec = plan.bridge if plan.bridge is not None else plan.spec
     if spec is None or spec.expected_keys is None:
         return
     unexpected = [t.new_key for t in plan.tensors if t.new_key not in spec.expected_keys]
     if not unexpected:
+        return
+    if plan.bridge is not None:
+        model = plan.bridge.provider.rsplit(".", 1)[-1]
+        if strict:
+            raise MigratorError(f"{unexpected[0]}: not a key of {model}"
+                                + (f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else "")
+                                + "; --strict refuses keys the model does not have")
+        for key in unexpected:
+            warn(f"{key}: not a key of {model}; carried into the output (Megatron-Bridge ignores unexpected keys; "
+                 "--strict makes this an error)")
         return
     model = spec.model_class.rsplit(".", 1)[-1]
     if strict:
@@ -113,11 +170,12 @@ def convert(options: ConvertOptions, *, warn: Warn, out: TextIO, progress: Progr
     _check_paths(options)
     with open_source(options.input_path, options.model_config) as source:
         check_cancel(cancel)
+        _check_destination(source, options)
         plan = build_plan(source, options, _warn)
         plan.warnings = warnings
         free = _free_bytes(options.output_path)
         if options.dry_run:
-            plan.spec, plan.tokenizer = _context_side(source, options, _warn)
+            _derive(source, plan, options, _warn)
             check_strict(plan, options.strict, _warn)
             out.write(render_plan(plan, source, options, free) + "\n")
             return ConvertResult(None, plan, warnings)
@@ -126,6 +184,28 @@ def convert(options: ConvertOptions, *, warn: Warn, out: TextIO, progress: Progr
                                 f"{free} are free on that file system")
         files = _write_output(source, plan, options, progress or make_progress(), cancel, _warn)
     return ConvertResult(options.output_path, plan, warnings, files)
+
+
+def _check_destination(source: Source, options: ConvertOptions) -> None:
+    from migrator.convert.read.nemo2_dir import Nemo2DirSource
+
+    if isinstance(source, Nemo2DirSource):
+        if options.to != "bridge":
+            raise MigratorError(f"{options.input_path}: already a NeMo 2.0 checkpoint directory; --to bridge converts "
+                                "it to a Megatron-Bridge checkpoint")
+    if options.to != "bridge" and (options.iteration or options.target):
+        raise MigratorError("--iteration and --target megatron-bridge=... apply to --to bridge only")
+
+
+def _derive(source: Source, plan: Plan, options: ConvertOptions, warn: Warn) -> None:
+    """The model description of the destination (and the tokenizer), into the plan."""
+    if options.to == "bridge":
+        note = getattr(source, "note_dropped", None)
+        if note is not None:
+            note(warn)
+        plan.bridge, plan.tokenizer = _bridge_side(source, options, warn)
+    else:
+        plan.spec, plan.tokenizer = _context_side(source, options, warn)
 
 
 class _Background:
@@ -168,22 +248,32 @@ def _write_output(source: Source, plan: Plan, options: ConvertOptions, progress:
         shutil.rmtree(partial)
     partial.parent.mkdir(parents=True, exist_ok=True)
     partial.mkdir()
-    weights = partial / "weights"
+    if options.to == "bridge":
+        from migrator.convert.write.bridge import iter_dir_name
+
+        weights = partial / iter_dir_name(options.iteration)
+    else:
+        weights = partial / "weights"
     writing: _Background | None = None
     try:
         progress.start(plan.source_bytes, f"{'linking' if plan.mode == 'link' else 'writing'} weights")
         writing = _Background(lambda: _write_weights(source, plan, weights, options, progress, cancel))
         writing.start()  # assigned first: an interrupt during start() still joins the thread before cleanup
-        plan.spec, plan.tokenizer = _context_side(source, options, warn)
+        _derive(source, plan, options, warn)
         check_cancel(cancel)
         check_strict(plan, options.strict, warn)
         files = writing.join()
         progress.finish()
-        write_common(weights)
-        from migrator.convert.write.nemo2 import write_context
+        if options.to == "bridge":
+            from migrator.convert.write.bridge import write_bridge_files
 
-        write_context(partial / "context", plan.spec, plan.tokenizer)
-        write_backend_marker(weights)
+            write_bridge_files(partial, plan.bridge, options.iteration)
+        else:
+            write_common(weights)
+            from migrator.convert.write.nemo2 import write_context
+
+            write_context(partial / "context", plan.spec, plan.tokenizer)
+            write_backend_marker(weights)
         _fsync_tree(partial)
         check_cancel(cancel)  # the last moment an interrupt still means "no OUT"
         _replace(partial, options.output_path)

@@ -349,3 +349,23 @@ def tensor_layout(data: bytes | bytearray | memoryview, what: str) -> TensorLayo
     data_offset, data_length = records[f"data/{pid[2]}"]
     return TensorLayout(storage_types[storage_class], tuple(args[2]), tuple(args[3]), int(args[1]), int(pid[4]),
                         data_offset, data_length)
+
+
+def write_scalar_tensors(out: BinaryIO, values: dict[str, tuple[str, bytes]]) -> int:
+    """Write `torch.save({name: torch.tensor(value, dtype=...)})` for 0-dimensional tensors given as
+    {name: (dtype, the value's little-endian bytes)}: Megatron-Bridge's `train_state.pt`."""
+    state = {}
+    storages = []
+    for index, (name, (dtype, raw)) in enumerate(values.items()):
+        if len(raw) != STORAGE_BYTES[dtype]:
+            raise MigratorError(f"{name}: {len(raw)} bytes for one {dtype} value")
+        storage = PersistentRef(("storage", stand_in("torch", STORAGE_TYPES[dtype]), str(index), "cpu", 1))
+        hooks = make_object("collections", "OrderedDict", via="reduce")
+        state[name] = make_object("torch._utils", "_rebuild_tensor_v2", storage, 0, (), (), False, hooks,
+                                  via="reduce")
+        storages.append((str(index), len(raw), [raw]))
+    return write_archive(out, dump_stand_ins(state, protocol=2), storages)
+
+
+STORAGE_BYTES: dict[str, int] = {"bfloat16": 2, "float16": 2, "float32": 4, "float64": 8, "int8": 1, "uint8": 1,
+                                 "int16": 2, "int32": 4, "int64": 8, "bool": 1}

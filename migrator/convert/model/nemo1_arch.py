@@ -65,7 +65,7 @@ def _normalization(cfg: dict[str, Any], default: str) -> tuple[str, bool]:
                         f"(layernorm, layernorm1p, rmsnorm)")
 
 
-def _activation(cfg: dict[str, Any]) -> tuple[str, bool]:
+def activation(cfg: dict[str, Any]) -> tuple[str, bool]:
     activation = str(cfg.get("activation", "gelu"))
     if activation not in _ACTIVATIONS:
         raise MigratorError(f"{YAML}: activation: {activation!r} has no NeMo 2.0 equivalent "
@@ -117,7 +117,7 @@ def gpt_fields(cfg: dict[str, Any]) -> dict[str, Any]:
         raise MigratorError(f"{YAML}: position_embedding_type: {position!r} is not implemented by "
                             f"megatron-core (learned_absolute, rope, none)")
     normalization, zero_centered = _normalization(cfg, "layernorm")
-    activation_func, gated = _activation(cfg)
+    activation_func, gated = activation(cfg)
     seq_length = cfg.get("encoder_seq_length", cfg.get("seq_length", cfg.get("max_position_embeddings")))
     window = cfg.get("window_size")
     values: dict[str, Any] = {

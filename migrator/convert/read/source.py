@@ -59,6 +59,11 @@ class Source:
 
     kind: str = ""
     random_access: bool = True
+    linkable: bool = False  # members are plain files that --link can hard-link
+    key_prefix: str = "model."  # the prefix of the model's keys in this kind of checkpoint
+    key_origin: str = "NeMo 1.0"
+    dropped_bytes: int = 0  # bytes of stored state in the data files that is not converted (NeMo 2.0 optimizer)
+    dropped_what: str = ""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -330,6 +335,8 @@ class CompressedTarSource(Source):
 class FolderSource(Source):
     """An extracted `.nemo` folder, or a bare `model_weights/` folder (then `--model_config` is required)."""
 
+    linkable = True
+
     def __init__(self, path: Path, model_config_path: Path | None) -> None:
         super().__init__(path)
         if (path / "model_weights").is_dir() or (path / CONFIG_MEMBER).is_file():
@@ -414,11 +421,16 @@ def _is_compressed(path: Path) -> bool:
 
 
 def open_source(path: Path, model_config_path: Path | None = None) -> Source:
-    """Open IN (see the module docstring). Raises MigratorError (exit 2) for anything unusable."""
+    """Open IN (see the module docstring; a NeMo 2.0 checkpoint directory is read by `read.nemo2_dir`). Raises
+    MigratorError (exit 2) for anything unusable."""
     path = Path(path)
     if not path.exists():
         raise MigratorError(f"{path}: no such file or folder")
     if path.is_dir():
+        from migrator.convert.read.nemo2_dir import Nemo2DirSource, is_nemo2_dir
+
+        if is_nemo2_dir(path):
+            return Nemo2DirSource(path, model_config_path)
         return FolderSource(path, model_config_path)
     if _is_compressed(path):
         return CompressedTarSource(path, model_config_path)

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
-from migrator.convert.formats.chunks import CAST_TARGETS, StoredChunk, itemsize, output_dtype, rename_key
+from migrator.convert.formats.chunks import CAST_TARGETS, KEY_PREFIX, StoredChunk, itemsize, key_renamer, output_dtype
 from migrator.convert.model.extra_state import ObjectPlan, plan_objects
 from migrator.convert.model.spec import ModelSpec, TokenizerSpec
-from migrator.convert.read.source import Source, FolderSource
+from migrator.convert.read.source import Source
 from migrator.errors import MigratorError
 
 ARCHIVE_OVERHEAD = 1600  # bytes a torch.save archive adds around each chunk's data (headers, pickle, directory)
 DTYPE_CHOICES = ("keep", *CAST_TARGETS)
+DESTINATIONS = ("nemo2", "bridge")
 
 
 @dataclass
@@ -42,12 +43,15 @@ class ConvertOptions:
     strict: bool = False
     workers: int = 1
     reset_attention_extra_state: bool = False
+    to: str = "nemo2"  # "nemo2": a NeMo 2.0 checkpoint directory; "bridge": a Megatron-Bridge checkpoint root
+    iteration: int = 0  # --to bridge: the iter_<N> folder and the step recorded in train_state.pt
+    target: str | None = None  # --to bridge: `--target megatron-bridge=X[..Y]` (None: every known release)
 
 
 @dataclass
 class TensorPlan:
-    key: str  # NeMo 1.0 key
-    new_key: str  # NeMo 2.0 key
+    key: str  # source key (NeMo 1.0 `model.*`, NeMo 2.0 `module.*`)
+    new_key: str  # output key (NeMo 2.0 `module.*`, Megatron-Bridge unprefixed)
     shape: tuple[int, ...]
     source_dtype: str
     dtype: str  # output dtype
@@ -74,6 +78,8 @@ class Plan:
     spec: ModelSpec | None = None
     tokenizer: TokenizerSpec | None = None
     warnings: list[str] = field(default_factory=list)
+    key_map: tuple[str, str] = ("model.", "module.")  # (source prefix, output prefix)
+    bridge: Any = None  # --to bridge: the BridgeSpec (model/bridge_spec.py)
 
     @property
     def source_bytes(self) -> int:
@@ -111,31 +117,41 @@ def build_plan(source: Source, options: ConvertOptions, warn: Callable[[str], No
     """Decide the route and list every tensor and object with its NeMo 2.0 key and output dtype."""
     if options.dtype not in DTYPE_CHOICES:
         raise MigratorError(f"--dtype {options.dtype}: unsupported (choose from {', '.join(DTYPE_CHOICES)})")
+    if options.to not in DESTINATIONS:
+        raise MigratorError(f"--to {options.to}: unsupported (choose from {', '.join(DESTINATIONS)})")
+    key_map = (source.key_prefix, KEY_PREFIX[options.to])
+    rename = key_renamer(*key_map)
     tensors = []
     for key in sorted(source.tensors):
         info = source.tensors[key]
-        new_key = rename_key(key)
-        if new_key == key:
-            warn(f"{key}: not under 'model.' (a NeMo 1.0 module key); carried unchanged")
+        new_key = rename(key)
+        if not key.startswith(source.key_prefix):
+            warn(f"{key}: not under '{source.key_prefix}' (a {source.key_origin} module key); carried unchanged")
         tensors.append(TensorPlan(key, new_key, info.shape, info.dtype, output_dtype(info.dtype, options.dtype),
                                   source.chunks[key]))
-    objects = plan_objects(source.objects, source.model_config, options.reset_attention_extra_state, warn)
+    objects = plan_objects(source.objects, source.model_config, options.reset_attention_extra_state, warn, rename,
+                           te_model=True if options.to == "bridge" else None)
 
     casts = any(t.dtype != t.source_dtype for t in tensors)
+    if source.backend == "torch_dist" and not casts and source.dropped_bytes:
+        if options.link:
+            warn(f"--link: {source.path} holds state that is not converted ({source.dropped_what}); copying only "
+                 "the model's chunks")
+        return Plan("stream", tensors, objects, key_map=key_map)
     if source.backend == "torch_dist" and not casts:
         mode = "copy"
         if options.link:
-            if isinstance(source, FolderSource):
+            if source.linkable:
                 mode = "link"
             else:
                 warn(f"--link: {source.path} is a {source.kind}; its members cannot be linked, copying them")
         assert source.dcp_index is not None
         data_files = {name: source.members[name] for name in source.data_members}
-        return Plan(mode, tensors, objects, data_files)
+        return Plan(mode, tensors, objects, data_files, key_map=key_map)
     if options.link:
         why = "tensors are cast" if casts else f"the source is {source.backend}"
         warn(f"--link: nothing to link ({why}; every chunk is rewritten)")
-    return Plan("stream", tensors, objects)
+    return Plan("stream", tensors, objects, key_map=key_map)
 
 
 def _human(n: int) -> str:
@@ -163,10 +179,19 @@ def render_plan(plan: Plan, source: Source, options: ConvertOptions, free_bytes:
         lines.append(f"model: {spec.model_class} with {spec.config_class}"
                      + (f" (from {spec.model_id})" if spec.model_id else ""))
         lines.append("config: " + ", ".join(f"{k}={v!r}" for k, v in spec.config_kwargs.items()))
+    if plan.bridge is not None:
+        bridge = plan.bridge
+        releases = bridge.releases[0] if len(bridge.releases) == 1 else f"{bridge.releases[0]}..{bridge.releases[-1]}"
+        lines.append(f"model: {bridge.provider} for Megatron-Bridge {releases} (architecture from {bridge.origin}); "
+                     f"output: {options.output_path}/iter_{options.iteration:07d}/")
+        lines.append("config: " + ", ".join(f"{k}={v!r}" for k, v in bridge.model.items() if k != "_target_"))
     if plan.tokenizer is not None:
         files = ", ".join(sorted(plan.tokenizer.files)) or "none"
         lines.append(f"tokenizer: {plan.tokenizer.class_path} (files: {files})")
-    lines.append("tensors (NeMo 1.0 key -> NeMo 2.0 key, shape, dtype, bytes, chunks):")
+    if plan.bridge is None:
+        lines.append("tensors (NeMo 1.0 key -> NeMo 2.0 key, shape, dtype, bytes, chunks):")
+    else:
+        lines.append("tensors (Megatron-Bridge key, shape, dtype, bytes, chunks):")
     width = max((len(t.new_key) for t in plan.tensors), default=0)
     for t in plan.tensors:
         dtype = t.dtype if t.dtype == t.source_dtype else f"{t.source_dtype} -> {t.dtype}"
