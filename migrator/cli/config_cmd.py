@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -38,6 +38,13 @@ def _say(kind: str, text: str) -> None:
 def _usage(text: str) -> None:
     _say("error", text)
     raise SystemExit(2)
+
+
+def _refuse(mapping) -> NoReturn:
+    """Exit 1: the mapping has errors (each already printed by _say_messages)."""
+    _say("error", f"{mapping.filename}: refusing to migrate ({len(mapping.errors)} error"
+         f"{'s' * (len(mapping.errors) != 1)} above); nothing written")
+    raise SystemExit(1)
 
 
 def _say_messages(mapping) -> None:
@@ -236,9 +243,7 @@ def config(config_path, paths, emit_python, emit_yaml, emit_overrides, destinati
     if mapping.refused:
         if output_format == "json" and not patch_mode:
             _write_output(json.dumps(mapping.as_json(), indent=2, ensure_ascii=False) + "\n", output_path)
-        _say("error", f"{mapping.filename}: refusing to migrate ({len(mapping.errors)} error"
-             f"{'s' * (len(mapping.errors) != 1)} above); nothing written")
-        raise SystemExit(1)
+        _refuse(mapping)
 
     status = 0
     if patch_mode:
@@ -304,16 +309,12 @@ def patch(paths, config_path, destination, target_spec, source_spec, force, diff
     if destination == "bridge":
         _, bridge, mapping = _load_bridge(config_path, target_spec, source_spec, force)
         if mapping.refused:
-            _say("error", f"{mapping.filename}: refusing to migrate ({len(mapping.errors)} error"
-                 f"{'s' * (len(mapping.errors) != 1)} above); nothing written")
-            raise SystemExit(1)
+            _refuse(mapping)
         outcome = run_bridge_patch(paths, mapping, bridge, diff=diff, check=check)
         raise SystemExit(2 if outcome.errors else 1 if (check or diff) and outcome.changed else 0)
     table, mapping = _load(config_path, target_spec, source_spec, force)
     if mapping.refused:
-        _say("error", f"{mapping.filename}: refusing to migrate ({len(mapping.errors)} error"
-             f"{'s' * (len(mapping.errors) != 1)} above); nothing written")
-        raise SystemExit(1)
+        _refuse(mapping)
     outcome = run_patch(paths, mapping, table, diff=diff, check=check)
     raise SystemExit(2 if outcome.errors else 1 if (check or diff) and outcome.changed else 0)
 
@@ -376,9 +377,7 @@ def _config_bridge(config_path, paths, emit_python, emit_yaml, emit_overrides, p
     if mapping.refused:
         if output_format == "json" and not patch_mode:
             _write_output(json.dumps(mapping.as_json(), indent=2, ensure_ascii=False) + "\n", output_path)
-        _say("error", f"{mapping.filename}: refusing to migrate ({len(mapping.errors)} error"
-             f"{'s' * (len(mapping.errors) != 1)} above); nothing written")
-        raise SystemExit(1)
+        _refuse(mapping)
     if patch_mode:
         outcome = run_bridge_patch(paths, mapping, bridge, diff=diff, check=check)
         raise SystemExit(2 if outcome.errors else 1 if (check or diff) and outcome.changed else 0)
