@@ -3,6 +3,7 @@
 peak RSS at several model sizes, and the tiny NeMo-made fixture end to end as a whole process.
 
     python benchmarks/bench_convert.py [--sizes 2 8] [--repeat 2] [--work DIR] [--skip-tiny] [--to nemo2|bridge|both]
+    python benchmarks/bench_convert.py --nondist --sizes 2   # non-distributed TP=4 x PP=2 rank files (merge route)
 
 For each size, a synthetic Llama-shaped NeMo 1.0 checkpoint is made (make_synthetic_nemo.py) as torch_dist
 (`.nemo` and extracted folder) and zarr (`.nemo`); then, alternating, each case is timed against its baseline:
@@ -13,6 +14,8 @@ For each size, a synthetic Llama-shaped NeMo 1.0 checkpoint is made (make_synthe
                                                                the largest chunk here is the 262 MB embedding)
 `--to bridge` times the same cases writing a Megatron-Bridge checkpoint (`convert --to bridge`), `--to both` both
 destinations, interleaved in the same run.
+With --nondist: a non-distributed TP=4 x PP=2 `.nemo` (rank files, make_synthetic_nemo.py --format nondist) vs
+cp IN.nemo + sync (NeMo 2.0 destination); peak RSS should not grow with tensor or model size.
 `convert` flushes what it writes (fsync) before it renames OUT.partial to OUT, hence `cp` + `sync` as the baseline.
 Every timed step starts after a `sync`; the best of `--repeat` runs is reported for both sides. Peak RSS is the
 child's ru_maxrss (os.wait4). Generated data is deleted when a size is done. Prints a Markdown table; no asserts.
@@ -119,6 +122,26 @@ def bench_size(size_gb: float, work: Path, repeat: int, destinations: tuple[str,
     return rows
 
 
+def bench_nondist(size_gb: float, work: Path, repeat: int, tp: int = 4, pp: int = 2) -> list[dict]:
+    """A non-distributed TP x PP checkpoint (rank files) merged into torch_dist, against cp of the same .nemo."""
+    subprocess.run([PYTHON, str(REPO / "benchmarks" / "make_synthetic_nemo.py"), str(work), "--size-gb",
+                    str(size_gb), "--format", "nondist", "--tp", str(tp), "--pp", str(pp)], check=True,
+                   stderr=subprocess.DEVNULL)
+    nemo = work / f"synthetic_{size_gb:g}gb_nondist_tp{tp}pp{pp}.nemo"
+    label = f".nemo non-distributed TP={tp} x PP={pp} (merge)"
+    cps, walls, rsss = [], [], []
+    timed_cp(nemo, work / "warm")
+    for _ in range(repeat):
+        cps.append(timed_cp(nemo, work / "cp-copy"))
+        wall, rss = timed_convert(nemo, work / "out")
+        walls.append(wall)
+        rsss.append(rss)
+    row = {"case": label, "size": size_of(nemo), "cp": min(cps), "convert": min(walls),
+           "ratio": min(walls) / min(cps), "rss": max(rsss)}
+    remove(nemo)
+    return [row]
+
+
 def bench_tiny(runs: int = 5) -> dict:
     walls, rsss = [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -139,6 +162,8 @@ def main() -> None:
     parser.add_argument("--skip-tiny", action="store_true")
     parser.add_argument("--to", choices=["nemo2", "bridge", "both"], default="nemo2",
                         help="destination(s) of the timed conversions")
+    parser.add_argument("--nondist", action="store_true",
+                        help="only the non-distributed TP=4 x PP=2 merge case, at each --sizes")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="nemo-migrate-bench."))
     work.mkdir(parents=True, exist_ok=True)
@@ -146,17 +171,20 @@ def main() -> None:
     lines = ["| size | case | input bytes | cp + sync (s) | convert (s) | ratio | target | peak RSS |",
              "|---|---|---|---|---|---|---|---|"]
     targets = {".nemo torch_dist, same dtype": "<= 1.2x", "extracted folder, --link": "<= 0.05x",
-               ".nemo zarr": "<= 1.5x", ".nemo torch_dist, --dtype fp16": "RSS <= chunk + 0.5 GB"}
+               ".nemo zarr": "<= 1.5x", ".nemo torch_dist, --dtype fp16": "RSS <= chunk + 0.5 GB",
+               ".nemo non-distributed TP=4 x PP=2 (merge)": "RSS flat (pieces of 8 MB)"}
     try:
         for size in args.sizes:
             destinations = ("nemo2", "bridge") if args.to == "both" else (args.to,)
-            for row in bench_size(size, work, args.repeat, destinations):
+            rows = bench_nondist(size, work, args.repeat) if args.nondist else \
+                bench_size(size, work, args.repeat, destinations)
+            for row in rows:
                 target = targets[row["case"].removeprefix("--to bridge: ")]
                 lines.append(f"| {size:g} GB | {row['case']} | {row['size'] / 1e9:.2f} GB | {row['cp']:.2f} | "
                              f"{row['convert']:.2f} | {row['ratio']:.3f}x | {target} | "
                              f"{row['rss'] / 1e6:.0f} MB |")
                 print(lines[-1], flush=True)
-        if not args.skip_tiny and TINY.exists():
+        if not args.skip_tiny and not args.nondist and TINY.exists():
             tiny = bench_tiny()
             lines.append(f"| tiny fixture | tiny_llama_torch_dist.nemo end to end (median of {tiny['runs']}) | "
                          f"{TINY.stat().st_size / 1e3:.0f} KB | NeMo: 15-18 s | {tiny['wall']:.2f} | "

@@ -138,7 +138,8 @@ def convert(**kwargs: object) -> None:
     if result.output is not None:
         plan = result.plan
         how = {"copy": "data files copied, index rewritten", "link": "data files hard-linked, index rewritten",
-               "stream": "streamed chunk by chunk"}[plan.mode]
+               "stream": "streamed chunk by chunk",
+               "merge": f"merged from {len(plan.data_files)} non-distributed rank file(s)"}[plan.mode]
         if plan.bridge is not None:
             how += f"; {plan.bridge.provider.rsplit('.', 1)[-1]} for Megatron-Bridge {_span(plan.bridge.releases)}"
         if plan.mode == "link" and result.files.get("copy"):

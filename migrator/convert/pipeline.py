@@ -60,23 +60,67 @@ def _check_paths(options: ConvertOptions) -> None:
                             "--force")
 
 
-def _context_side(source: Source, options: ConvertOptions, warn: Warn):
-    """The complete model spec (vocab_size reconciled with the tokenizer) and the tokenizer: the context side."""
-    from migrator.convert.model.architecture import derive_model_spec, reconcile_vocab_size
+def _tokenizer(source: Source, options: ConvertOptions):
     from migrator.convert.model.tokenizer import resolve_tokenizer
 
-    spec = derive_model_spec(source.model_config, source.tensors, options.model_id, options.dtype, warn)
     input_dir = options.input_path if options.input_path.is_dir() else options.input_path.parent
-    tokenizer = resolve_tokenizer(source.model_config, source.read_member, options.tokenizer_path,
-                                  options.tokenizer_library, options.tokenizer_vocab_file,
-                                  options.tokenizer_model_name, input_dir=input_dir)
+    return resolve_tokenizer(source.model_config, source.read_member, options.tokenizer_path,
+                             options.tokenizer_library, options.tokenizer_vocab_file,
+                             options.tokenizer_model_name, input_dir=input_dir)
+
+
+def _context_side(source: Source, options: ConvertOptions, warn: Warn, tokenizer=None):
+    """The complete model spec (vocab_size reconciled with the tokenizer) and the tokenizer: the context side.
+    `tokenizer`: already resolved (a non-distributed source resolves it first, for its vocabulary)."""
+    from migrator.convert.model.architecture import derive_model_spec, reconcile_vocab_size
+
+    try:
+        spec = derive_model_spec(source.arch_config, source.tensors, options.model_id, options.dtype, warn)
+    except MigratorError as error:
+        where = source.nonsharded.where(str(error).split(":", 1)[0]) if source.nonsharded is not None else None
+        if where is None:
+            raise
+        raise MigratorError(f"{error} (merged from {where})") from None
+    if tokenizer is None:
+        tokenizer = _tokenizer(source, options)
     # decided here, before anything is written, so --dry-run shows the vocab_size the real run writes
     reconcile_vocab_size(spec, tokenizer.vocab_size, warn)
     return spec, tokenizer
 
 
-def _bridge_side(source: Source, options: ConvertOptions, warn: Warn):
-    """The Megatron-Bridge run_config sections (model/bridge_spec.py), the tokenizer and the model's keys."""
+def _merge_vocabulary(source: Source, options: ConvertOptions, warn: Warn):
+    """A TP>1 non-distributed checkpoint's vocabulary was padded for its TP size: the merged embedding and output
+    layer keep the rows NeMo pads to at TP=1 (the tokenizer's size), as NeMo's own merge does. Returns the
+    tokenizer (resolved once)."""
+    from migrator.convert.model.tp_merge import padded_vocab
+
+    index = source.nonsharded
+    assert index is not None
+    tokenizer = _tokenizer(source, options)
+    merged = index.merged_vocab_rows()
+    if index.tp == 1 or merged is None:
+        return tokenizer
+    divisible = int(source.model_config.get("make_vocab_size_divisible_by", 128))
+    if tokenizer.vocab_size is None:
+        warn(f"model.embedding.word_embeddings.weight: the tokenizer's size is unknown, so the {merged} rows "
+             f"padded for TP={index.tp} are kept (vocab_size is written)")
+        return tokenizer
+    rows = padded_vocab(tokenizer.vocab_size, divisible)
+    if rows != merged:
+        if rows > merged:
+            raise MigratorError(f"model.embedding.word_embeddings.weight: {merged} rows merged from TP={index.tp}, "
+                                f"fewer than the tokenizer's {tokenizer.vocab_size} tokens padded to {rows}")
+        warn(f"model.embedding.word_embeddings.weight: {merged} rows padded for TP={index.tp}; keeping the "
+             f"{rows} NeMo pads the tokenizer's {tokenizer.vocab_size} tokens to at TP=1 "
+             f"(make_vocab_size_divisible_by={divisible}), as NeMo's merge does")
+    index.set_vocab_rows(rows)
+    source.tensors = index.tensors()
+    return tokenizer
+
+
+def _bridge_side(source: Source, options: ConvertOptions, warn: Warn, tokenizer=None):
+    """The Megatron-Bridge run_config sections (model/bridge_spec.py), the tokenizer and the model's keys.
+    `tokenizer`: already resolved (a non-distributed source resolves it first, for its vocabulary)."""
     from migrator.convert.model import nemo1_arch, shapes
     from migrator.convert.model.bridge_models import load_bridge_table, parse_target
     from migrator.convert.model.bridge_spec import build_bridge_spec
@@ -101,11 +145,14 @@ def _bridge_side(source: Source, options: ConvertOptions, warn: Warn):
         else:
             tokenizer = context_tokenizer(source.path, source.context.tokenizer)
     else:
-        values = nemo1_arch.mamba_fields(source.model_config) if mamba else nemo1_arch.gpt_fields(source.model_config)
+        config = source.arch_config  # a pre-megatron-core checkpoint is read as the megatron-core model it maps to
+        values = nemo1_arch.mamba_fields(config) if mamba else nemo1_arch.gpt_fields(config)
         if mamba:  # NeMo 1.0's Mamba model takes its MLP activation from `activation` like GPT (default gelu)
-            values["activation_func"] = nemo1_arch.activation(source.model_config)[0]
-        input_dir = options.input_path if options.input_path.is_dir() else options.input_path.parent
-        tokenizer = resolve_tokenizer(source.model_config, source.read_member, *tokenizer_flags, input_dir=input_dir)
+            values["activation_func"] = nemo1_arch.activation(config)[0]
+        if tokenizer is None:
+            input_dir = options.input_path if options.input_path.is_dir() else options.input_path.parent
+            tokenizer = resolve_tokenizer(source.model_config, source.read_member, *tokenizer_flags,
+                                          input_dir=input_dir)
     yaml_name = source.model_config_origin or "model_config.yaml"
     facts = shapes.check_mamba(values, source.tensors) if mamba else shapes.check_gpt(values, source.tensors)
     if tokenizer.vocab_size is not None and tokenizer.vocab_size > facts.padded_vocab_size:
@@ -168,21 +215,25 @@ def convert(options: ConvertOptions, *, warn: Warn, out: TextIO, progress: Progr
         warn(message)
 
     _check_paths(options)
-    with open_source(options.input_path, options.model_config) as source:
+    spill_parent = options.output_path.resolve().parent
+    with open_source(options.input_path, options.model_config, spill_parent) as source:
         check_cancel(cancel)
         _check_destination(source, options)
+        for note in source.notes:
+            out.write(f"nemo-migrate: {note}\n")
+        tokenizer = _merge_vocabulary(source, options, _warn) if source.nonsharded is not None else None
         plan = build_plan(source, options, _warn)
         plan.warnings = warnings
         free = _free_bytes(options.output_path)
         if options.dry_run:
-            _derive(source, plan, options, _warn)
+            _derive(source, plan, options, _warn, tokenizer)
             check_strict(plan, options.strict, _warn)
             out.write(render_plan(plan, source, options, free) + "\n")
             return ConvertResult(None, plan, warnings)
         if free is not None and free < plan.disk_bytes:
             raise MigratorError(f"{options.output_path}: needs about {plan.disk_bytes} bytes, "
                                 f"{free} are free on that file system")
-        files = _write_output(source, plan, options, progress or make_progress(), cancel, _warn)
+        files = _write_output(source, plan, options, progress or make_progress(), cancel, _warn, tokenizer)
     return ConvertResult(options.output_path, plan, warnings, files)
 
 
@@ -197,15 +248,15 @@ def _check_destination(source: Source, options: ConvertOptions) -> None:
         raise MigratorError("--iteration and --target megatron-bridge=... apply to --to bridge only")
 
 
-def _derive(source: Source, plan: Plan, options: ConvertOptions, warn: Warn) -> None:
+def _derive(source: Source, plan: Plan, options: ConvertOptions, warn: Warn, tokenizer=None) -> None:
     """The model description of the destination (and the tokenizer), into the plan."""
     if options.to == "bridge":
         note = getattr(source, "note_dropped", None)
         if note is not None:
             note(warn)
-        plan.bridge, plan.tokenizer = _bridge_side(source, options, warn)
+        plan.bridge, plan.tokenizer = _bridge_side(source, options, warn, tokenizer)
     else:
-        plan.spec, plan.tokenizer = _context_side(source, options, warn)
+        plan.spec, plan.tokenizer = _context_side(source, options, warn, tokenizer)
 
 
 class _Background:
@@ -236,7 +287,7 @@ class _Background:
 
 
 def _write_output(source: Source, plan: Plan, options: ConvertOptions, progress: Progress,
-                  cancel: threading.Event, warn: Warn) -> dict[str, int]:
+                  cancel: threading.Event, warn: Warn, tokenizer=None) -> dict[str, int]:
     """Write OUT.partial/ and rename it to OUT.
 
     The weights are written on a second thread while the model spec and tokenizer are derived (work that
@@ -256,10 +307,13 @@ def _write_output(source: Source, plan: Plan, options: ConvertOptions, progress:
         weights = partial / "weights"
     writing: _Background | None = None
     try:
-        progress.start(plan.source_bytes, f"{'linking' if plan.mode == 'link' else 'writing'} weights")
+        what = {"link": "linking weights", "merge": "merging weights"}.get(plan.mode, "writing weights")
+        if plan.mode == "merge" and not source.random_access:
+            what += " (rank files spilled to disk beside the output)"
+        progress.start(plan.source_bytes, what)
         writing = _Background(lambda: _write_weights(source, plan, weights, options, progress, cancel))
         writing.start()  # assigned first: an interrupt during start() still joins the thread before cleanup
-        _derive(source, plan, options, warn)
+        _derive(source, plan, options, warn, tokenizer)
         check_cancel(cancel)
         check_strict(plan, options.strict, warn)
         files = writing.join()
@@ -291,6 +345,11 @@ def _write_output(source: Source, plan: Plan, options: ConvertOptions, progress:
 
 def _write_weights(source: Source, plan: Plan, weights: Path, options: ConvertOptions, progress: Progress,
                    cancel: threading.Event) -> dict[str, int]:
+    if plan.mode == "merge":
+        from migrator.convert.write.merge_route import write_merged_weights
+
+        write_merged_weights(source, plan, weights, progress=progress, cancel=cancel)
+        return {}
     if plan.mode == "stream":
         from migrator.convert.write.stream_route import write_streamed_weights
 

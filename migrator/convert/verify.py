@@ -284,7 +284,150 @@ def _decode_source(item: StoredChunk | StoredObject, data: bytearray, what: str)
     return obj if item.wrapped else [obj]
 
 
+def _read_rank_tensor(stream: Any, ref: Any, what: str) -> Any:
+    torch = _torch()
+    stream.seek(ref.offset)
+    try:
+        data = read_exactly(stream, ref.nbytes)
+    except EOFError:
+        raise MigratorError(f"{what}: truncated ({ref.key})") from None
+    if not ref.nbytes:
+        return torch.empty(ref.shape, dtype=getattr(torch, ref.dtype))
+    return torch.frombuffer(data, dtype=getattr(torch, ref.dtype)).reshape(ref.shape)
+
+
+def _rank_piece(full: Any, kind: str, tp: int, rank: int, ref: Any, part: str, legacy_qkv_heads: int | None
+                ) -> tuple[Any, int]:
+    """What rank `rank` held of the merged tensor `full`, split the way NeMo splits a TP=1 weight
+    (`megatron_change_num_partitions.compute_tp_splits`); also the rows of that piece past the end of `full`
+    (vocabulary padding of the TP>1 layout that the merge dropped)."""
+    from migrator.convert.model.tp_merge import GATED, REPLICATED, ROW, VOCAB
+
+    if kind == REPLICATED:
+        return full, 0
+    if kind == ROW:
+        cols = ref.shape[1]
+        return full[:, rank * cols:(rank + 1) * cols], 0
+    if kind == GATED:
+        half = full.shape[0] // 2
+        gate, up = full[:half], full[half:]
+        if part in ("gate", "up"):
+            rows = ref.rows
+            source = gate if part == "gate" else up
+            return source[rank * rows:(rank + 1) * rows], 0
+        h = ref.rows // 2
+        return _torch().cat([gate[rank * h:(rank + 1) * h], up[rank * h:(rank + 1) * h]]), 0
+    rows = ref.rows
+    piece = full[rank * rows:(rank + 1) * rows]
+    if legacy_qkv_heads is not None and kind != VOCAB and (".linear_qkv." in ref.key or "query_key_value" in ref.key):
+        heads = legacy_qkv_heads // tp
+        rest = tuple(piece.shape[1:])
+        piece = piece.reshape(heads, 3, -1, *rest).transpose(0, 1).reshape(piece.shape)
+    return piece, rows - piece.shape[0]
+
+
+def _compare_merged(source: Source, index: DcpIndex, weights: Path, report: VerifyReport, kind: str) -> None:
+    """A non-distributed source: every rank's tensor against its part of the merged output tensor."""
+    from migrator.convert.model.tp_merge import VOCAB, partition_kind
+    from migrator.convert.read.nonsharded import object_blob
+
+    torch = _torch()
+    ns = source.nonsharded
+    assert ns is not None
+    rename_key = key_renamer(source.key_prefix, KEY_PREFIX[kind])
+    expected = {rename_key(name) for name, _ in ns.params}
+    for key in sorted(expected - set(index.tensors)):
+        report.problem(f"{key}: merged from {source.path} but not in the output")
+    for key in sorted(set(index.tensors) - expected):
+        report.problem(f"{key}: in the output but not in {source.path}")
+    placements = {rename_key(p.key): p for p in ns.object_placements()}
+    for key in sorted(set(placements) - set(index.objects)):
+        report.problem(f"{key}: sharded object missing in the output")
+    for key in sorted(set(index.objects) - set(placements)):
+        report.problem(f"{key}: sharded object in the output but not in {source.path}")
+    streams: dict[str, Any] = {}
+
+    def stream(member: str) -> Any:
+        if member not in streams:
+            streams[member] = source.open_member(member)
+        return streams[member]
+
+    compared, dropped, objects_equal, placeholders = 0, 0, 0, 0
+    try:
+        for (name, layer), ranks in sorted(ns.params.items(), key=lambda item: (item[0][0], item[0][1] or 0)):
+            new_key = rename_key(name)
+            if new_key not in index.tensors:
+                continue
+            out_dtype = getattr(torch, index.tensors[new_key].dtype)
+            chunks = index.chunks[new_key]
+            if layer is not None:
+                chunks = [c for c in chunks if c.offsets[0] <= layer < c.offsets[0] + c.sizes[0]]
+            if len(chunks) != 1:
+                report.problem(f"{new_key}: layer {layer} is not one chunk of the output")
+                continue
+            try:
+                full = _read_output_chunk(weights, chunks[0])
+            except Exception as error:  # noqa: BLE001 - reported
+                report.problem(f"{new_key}: chunk at {list(chunks[0].offsets)} unreadable ({type(error).__name__})")
+                continue
+            if layer is not None:
+                full = full[layer - chunks[0].offsets[0]]
+            partition = partition_kind(name, ns.gated)
+            for rank, parts in enumerate(ranks):
+                for part, ref in parts.items():
+                    what = f"{source.describe(ref.member)} ({ref.key})"
+                    original = _read_rank_tensor(stream(ref.member), ref, what)
+                    if original.dtype != out_dtype:
+                        original = original.to(out_dtype)
+                    piece, past = _rank_piece(full, partition, len(ranks), rank, ref,
+                                              part if len(parts) == 2 else "all", ns.legacy_qkv_heads)
+                    if partition == VOCAB and past:
+                        dropped += past
+                        original = original[:max(0, original.shape[0] - past)]
+                    if tuple(piece.shape) != tuple(original.shape) or not torch.equal(_bits(piece), _bits(original)):
+                        report.problem(f"{new_key}" + (f" layer {layer}" if layer is not None else "")
+                                       + f": tensor-parallel rank {rank}'s part differs from {what}")
+                    else:
+                        compared += 1
+        for key, placement in sorted(placements.items()):
+            out = index.objects.get(key)
+            if out is None:
+                continue
+            got = _read_output_object(weights, out)
+            ref = placement.ref
+            if ref is None or ref.value is None:
+                if _same_object(got, [None]):
+                    placeholders += ref is None
+                    objects_equal += ref is not None
+                else:
+                    report.problem(f"{key}: expected [None], the output holds {type(got).__name__}")
+                continue
+            what = f"{source.describe(ref.member)} ({ref.key})"
+            with torch.serialization.safe_globals([io.BytesIO]):
+                want = torch.load(io.BytesIO(object_blob(ref, stream(ref.member), what)), map_location="cpu",
+                                  weights_only=True)
+            if _same_object(got, want):
+                objects_equal += 1
+            else:
+                report.problem(f"{key}: sharded object differs from {what}")
+    finally:
+        for s in streams.values():
+            s.close()
+    if placeholders:
+        report.notes.append(f"{placeholders} sharded objects are [None] placeholders (the rank files have no "
+                            "_extra_state for them)")
+    if dropped:
+        report.notes.append(f"{dropped} vocabulary padding rows of the TP={ns.tp} layout are not in the output "
+                            "(padded for TP=1, as NeMo's merge does)")
+    if not report.problems:
+        report.checks.append(f"against {source.path}: {compared} rank tensors (TP={ns.tp}, PP={ns.pp}) bit-equal "
+                             f"to their part of the merged output, {objects_equal} sharded objects equal")
+
+
 def _compare(source: Source, index: DcpIndex, weights: Path, report: VerifyReport, kind: str = "nemo2") -> None:
+    if source.nonsharded is not None:
+        _compare_merged(source, index, weights, report, kind)
+        return
     torch = _torch()
     rename_key = key_renamer(source.key_prefix, KEY_PREFIX[kind])
     out_chunks = {(k, c.offsets, c.sizes): c for k, cs in index.chunks.items() for c in cs}
@@ -402,7 +545,7 @@ def verify_checkpoint(output: Path, against: Path | None = None, model_config: P
         report.checks.append(f"read back: {len(index.tensors)} tensors ({read_bytes} bytes) and {len(index.objects)} "
                              "sharded objects with torch.load(weights_only=True); shapes and dtypes match the index")
     if against is not None:
-        with open_source(against, model_config) as source:
+        with open_source(against, model_config, spill_parent=Path(output).resolve().parent) as source:
             _compare(source, index, weights, report, kind)
     if load:
         if report.problems:

@@ -411,7 +411,7 @@ def non_distributed_checkpoint(ctx: Context) -> None:
 def legacy_remedy(family: str) -> str:
     """What to do with a pre-megatron-core model's checkpoints, by model family."""
     if family == "GPT":
-        return "convert them with NeMo 1.0's convert_gpt_nemo_to_mcore.py first"
+        return "`nemo-migrate convert` converts them (and their .nemo files) to NeMo 2.0 directly"
     # NeMo ships converters for GPT only (scripts/checkpoint_converters/convert_gpt_nemo_to_mcore.py, v1.23 to v2.4)
     return (f"NeMo has no converter for legacy {family} checkpoints: train with the megatron-core model "
             f"(mcore_{family.lower()}: True) before moving to NeMo 2.0, or keep NeMo 1.0 for these checkpoints")

@@ -81,8 +81,10 @@ def activation(cfg: dict[str, Any]) -> tuple[str, bool]:
 
 def _refuse_unsupported(cfg: dict[str, Any]) -> None:
     if cfg.get("mcore_gpt") is False:
-        raise MigratorError(f"{YAML}: mcore_gpt: false is a legacy (non megatron-core) checkpoint; convert it "
-                            f"with NeMo 1.0's convert_gpt_nemo_to_mcore.py first")
+        raise MigratorError(f"{YAML}: mcore_gpt: false is a legacy (non megatron-core) model, but these tensors "
+                            f"are a megatron-core distributed checkpoint (pre-megatron-core models save "
+                            f"model_weights.ckpt / mp_rank_XX/, which convert reads); the config does not "
+                            f"describe this checkpoint")
     if cfg.get("apply_embedding_scaling", False):
         raise MigratorError(f"{YAML}: apply_embedding_scaling: true has no NeMo 2.0 GPT config equivalent")
     if cfg.get("mcore_customization_config"):

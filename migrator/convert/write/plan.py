@@ -84,6 +84,8 @@ class Plan:
     @property
     def source_bytes(self) -> int:
         """Bytes of source data the conversion reads (the progress total)."""
+        if self.mode == "merge":  # the bytes of the tensors read (replicated ones once, vocabulary padding not)
+            return sum(t.numel * itemsize(t.source_dtype) for t in self.tensors)
         if self.mode != "stream":
             return sum(self.data_files.values())
         return (sum(c.byte_length for t in self.tensors for c in t.chunks)
@@ -101,6 +103,9 @@ class Plan:
             return sum(self.data_files.values()) + small + new_objects
         if self.mode == "link":
             return small + new_objects
+        if self.mode == "merge":  # one chunk per layer of a stacked tensor; objects are small archives
+            return small + sum(t.nbytes + ARCHIVE_OVERHEAD * (t.shape[0] if ".layers." in t.key else 1)
+                               for t in self.tensors)
         carried = sum(o.stored.byte_length + ARCHIVE_OVERHEAD for o in self.objects
                       if o.stored is not None and o.action == "carry")
         return small + new_objects + carried + sum(t.nbytes + ARCHIVE_OVERHEAD * len(t.chunks) for t in self.tensors)
@@ -128,11 +133,21 @@ def build_plan(source: Source, options: ConvertOptions, warn: Callable[[str], No
         if not key.startswith(source.key_prefix):
             warn(f"{key}: not under '{source.key_prefix}' (a {source.key_origin} module key); carried unchanged")
         tensors.append(TensorPlan(key, new_key, info.shape, info.dtype, output_dtype(info.dtype, options.dtype),
-                                  source.chunks[key]))
+                                  source.chunks.get(key, [])))
+    casts = any(t.dtype != t.source_dtype for t in tensors)
+    if source.nonsharded is not None:
+        if options.link:
+            warn("--link: nothing to link (a non-distributed checkpoint is merged into a new torch_dist one)")
+        if options.reset_attention_extra_state:
+            warn("--reset-attention-extra-state: a non-distributed checkpoint's attention state is written as "
+                 "an empty placeholder anyway when it has none")
+        objects = [ObjectPlan(p.key, rename(p.key), None, "carry" if p.ref is not None else "add")
+                   for p in source.nonsharded.object_placements()]
+        return Plan("merge", tensors, objects, {m: source.members[m] for m in source.nonsharded.members},
+                    key_map=key_map)
     objects = plan_objects(source.objects, source.model_config, options.reset_attention_extra_state, warn, rename,
                            te_model=True if options.to == "bridge" else None)
 
-    casts = any(t.dtype != t.source_dtype for t in tensors)
     if source.backend == "torch_dist" and not casts and source.dropped_bytes:
         if options.link:
             warn(f"--link: {source.path} holds state that is not converted ({source.dropped_what}); copying only "
@@ -163,6 +178,15 @@ def _human(n: int) -> str:
     return ""  # pragma: no cover
 
 
+def _merge_route(source: Source, options: ConvertOptions) -> str:
+    index = source.nonsharded
+    assert index is not None
+    generation = "pre-megatron-core (mcore_gpt: false) keys mapped to megatron-core, " if index.legacy else ""
+    return (f"merge {len(index.members)} non-distributed rank file(s) (TP={index.tp}, PP={index.pp}) tensor by "
+            f"tensor into a new torch_dist checkpoint ({generation}one layer's tensor at a time, streamed)"
+            + (f", cast to {options.dtype}" if options.dtype != "keep" else ""))
+
+
 def render_plan(plan: Plan, source: Source, options: ConvertOptions, free_bytes: int | None) -> str:
     """The `--dry-run` report."""
     lines = [f"nemo-migrate convert (dry run): {options.input_path} -> {options.output_path}"]
@@ -172,7 +196,9 @@ def render_plan(plan: Plan, source: Source, options: ConvertOptions, free_bytes:
     route = {"copy": "copy the data files unchanged and rewrite the index (no tensor decoding)",
              "link": "hard-link the data files and rewrite the index (no tensor decoding)",
              "stream": "stream every chunk into a new torch_dist checkpoint"
-                       + (f" (cast to {options.dtype})" if options.dtype != "keep" else "")}[plan.mode]
+                       + (f" (cast to {options.dtype})" if options.dtype != "keep" else "")}.get(plan.mode)
+    if plan.mode == "merge":
+        route = _merge_route(source, options)
     lines.append(f"route: {route}")
     if plan.spec is not None:
         spec = plan.spec
