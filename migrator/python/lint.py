@@ -23,11 +23,11 @@ from typing import Any
 from migrator.engine.diagnostics import Diagnostic, Edit, Fix, Location
 from migrator.engine.table import Argument, Table
 from migrator.engine.verdicts import closest, closest_allowed, coerce_literal, lifecycle_stage, note_applies, with_article
+from migrator.engine.yaml11 import type_name
 from migrator.errors import MigratorError
 from migrator.migrate.mapping import Mapping, config_mapping, py
 from migrator.python.names import NOT_LITERAL, same_value
 from migrator.versions import Target, Version
-from migrator.yaml.document import type_name
 
 BOM = "\ufeff"
 MARKER = "MegatronStrategy"  # a file that never names the class has nothing to check

@@ -14,29 +14,14 @@ a YAML 1.2 tool reads the same text differently.
 from __future__ import annotations
 
 import bisect
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from migrator.engine.diagnostics import Location
+from migrator.engine.yaml11 import resolve_yaml11, type_name
 from migrator.errors import MigratorError
 
-_BOOL_11 = {
-    **dict.fromkeys(["yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON"], True),
-    **dict.fromkeys(["no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF"], False),
-}
-_NULL = {"~", "null", "Null", "NULL", ""}
-_INT_11 = re.compile(
-    r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+"
-    r"|[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+)$"
-)
-# PyYAML's float resolver and the one OmegaConf adds (exponent without a dot); either one makes a float
-_FLOAT_11 = re.compile(
-    r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)"
-    r"|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*"
-    r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
-)
 # The YAML 1.2 core schema as ruamel.yaml resolves plain scalars (first characters, then the patterns in order);
 # a timestamp is neither of the types a finding names.
 _YAML12 = [
@@ -62,60 +47,6 @@ def yaml12_type(text: str) -> str | None:
         if text[0] in first and pattern.match(text):
             return kind
     return "str"
-
-
-def type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {bool: "bool", int: "int", float: "float", str: "str"}.get(type(value), type(value).__name__)
-
-
-def resolve_yaml11(text: str) -> Any:
-    """The Python value OmegaConf/PyYAML gives a plain (unquoted) scalar."""
-    if text in _BOOL_11:
-        return _BOOL_11[text]
-    if text in _NULL:
-        return None
-    if _INT_11.match(text):
-        return _int_11(text)
-    if _FLOAT_11.match(text):
-        return _float_11(text)
-    return text
-
-
-def _int_11(text: str) -> int:
-    t = text.replace("_", "")
-    sign = -1 if t.startswith("-") else 1
-    t = t.lstrip("+-")
-    if t == "0":
-        return 0
-    if t.startswith("0b"):
-        return sign * int(t[2:], 2)
-    if t.startswith("0x"):
-        return sign * int(t[2:], 16)
-    if t.startswith("0"):
-        return sign * int(t, 8)
-    if ":" in t:
-        value = 0
-        for part in t.split(":"):
-            value = value * 60 + int(part)
-        return sign * value
-    return sign * int(t)
-
-
-def _float_11(text: str) -> float:
-    t = text.replace("_", "").lower()
-    if t.endswith(".inf"):
-        return -math.inf if t.startswith("-") else math.inf
-    if t.endswith(".nan"):
-        return math.nan
-    if ":" in t:
-        sign = -1 if t.startswith("-") else 1
-        value = 0.0
-        for part in t.lstrip("+-").split(":"):
-            value = value * 60 + float(part)
-        return sign * value
-    return float(t)
 
 
 @dataclass(eq=False)
