@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PIP     = $(VENV)/bin/pip
-# torch is pinned: 2.13.0 is a CPU build; an unpinned torch pulls a multi-GB CUDA build.
+# torch is pinned (the release the tests were run with); it is a CPU build only where pip finds a local CPU wheel,
+# elsewhere on Linux x86-64 PyPI's build brings CUDA: see the README for PyTorch's CPU index.
 TORCH  ?= torch==2.13.0
 
 .PHONY: demo test install-lint install-all oracle clean

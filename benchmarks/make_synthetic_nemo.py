@@ -3,8 +3,9 @@
 fewer layers, bf16, in NeMo 1.0's layout, as torch_dist and/or zarr.
 
     python benchmarks/make_synthetic_nemo.py OUT_DIR --size-gb 2 [--format torch_dist|zarr|both] [--keep-folder]
+    python benchmarks/make_synthetic_nemo.py OUT_DIR --size-gb 2 --format nondist --tp 4 --pp 2
 
-Writes OUT_DIR/synthetic_<size>gb_<format>.nemo (an uncompressed tar like NeMo's save_to) and, with
+Writes OUT_DIR/synthetic_<size>gb_<format>.nemo (nondist: synthetic_<size>gb_nondist_tp<T>pp<P>.nemo) (an uncompressed tar like NeMo's save_to) and, with
 --keep-folder, the extracted folder OUT_DIR/synthetic_<size>gb_<format>/ (for `convert --link`).
 
 - torch_dist: written with plain torch.distributed.checkpoint (no megatron-core): stacked `[L, ...]` keys, one
@@ -29,6 +30,7 @@ import torch
 
 HIDDEN, FFN, HEADS, GROUPS, VOCAB = 4096, 11008, 32, 32, 32000  # Llama-2-7B
 KV = HIDDEN // HEADS
+TOKENIZER_PIECES = 100  # the tiny Llama fixture's SentencePiece model
 BYTES = 2  # bf16
 REPO = Path(__file__).resolve().parents[1]
 TOKENIZER_FIXTURE = REPO.parent / "shared" / "fixtures" / "nemo1" / "tiny_llama_torch_dist.nemo"
@@ -174,6 +176,49 @@ def write_zarr(weights: Path, layers: int) -> None:
     torch.save({}, weights / "common.pt")
 
 
+def write_nondist(folder: Path, layers: int, tp: int, pp: int) -> list[str]:
+    """NeMo <= 1.20's non-distributed layout (`torch.save(model.state_dict())` per rank): `mp_rank_XX/` or
+    `tp_rank_XX_pp_rank_YYY/model_weights.ckpt`, each rank's part split as NeMo splits (column-parallel qkv and
+    fc1 with [gate_r; up_r] per rank, row-parallel proj and fc2, vocabulary padded for TP, replicated norms),
+    per-layer keys numbered inside each pipeline stage, local-spec norm names, `_extra_state: None`. Each rank's
+    tensors are made directly in their rank shapes (random-looking bytes); one rank's state is in memory at a time."""
+    from collections import OrderedDict
+
+    # the vocabulary the tokenizer (the tiny fixture's, 100 pieces) pads to at this TP size: a larger embedding
+    # would be mostly rows the merge drops (they pad beyond NeMo's TP=1 padding), which would flatter the ratio
+    padded = -(-TOKENIZER_PIECES // (128 * tp)) * (128 * tp)
+    per_stage = layers // pp
+    local_names = {"self_attention.linear_qkv.layer_norm_weight": "input_layernorm.weight",
+                   "mlp.linear_fc1.layer_norm_weight": "pre_mlp_layernorm.weight"}
+    members = []
+    for p in range(pp):
+        for t in range(tp):
+            state: OrderedDict = OrderedDict()
+            if p == 0:
+                state["model.embedding.word_embeddings.weight"] = chunk_data(t, (padded // tp, HIDDEN))
+            for local in range(per_stage):
+                for key, shape in layer_shapes().items():
+                    module = key[len("model.decoder.layers."):]
+                    if module.endswith(("linear_qkv.weight", "linear_fc1.weight")):
+                        shape = (shape[0] // tp, *shape[1:])
+                    elif module.endswith(("linear_proj.weight", "linear_fc2.weight")):
+                        shape = (shape[0], shape[1] // tp)
+                    name = f"model.decoder.layers.{local}.{local_names.get(module, module)}"
+                    state[name] = chunk_data(hash((name, p, t)) & 0xFFFF, shape)
+                    if name.endswith("linear_qkv.weight") or name.endswith("linear_proj.weight") or \
+                            name.endswith("linear_fc1.weight") or name.endswith("linear_fc2.weight"):
+                        state[name[:-len("weight")] + "_extra_state"] = None
+            if p == pp - 1:
+                state["model.decoder.final_layernorm.weight"] = chunk_data(7, (HIDDEN,))
+                state["model.output_layer.weight"] = chunk_data(100 + t, (padded // tp, HIDDEN))
+            member = f"tp_rank_{t:02d}_pp_rank_{p:03d}" if pp > 1 else f"mp_rank_{t:02d}"
+            (folder / member).mkdir(parents=True, exist_ok=True)
+            torch.save(state, folder / member / "model_weights.ckpt")
+            members.append(member)
+            del state
+    return members
+
+
 def tokenizer_member() -> tuple[str, bytes]:
     if not TOKENIZER_FIXTURE.exists():
         sys.exit(f"make_synthetic_nemo: {TOKENIZER_FIXTURE} is needed for its SentencePiece tokenizer")
@@ -184,17 +229,30 @@ def tokenizer_member() -> tuple[str, bytes]:
     sys.exit("make_synthetic_nemo: no tokenizer in the fixture")
 
 
-def make(out_dir: Path, size_gb: float, backend: str, keep_folder: bool) -> Path:
+def make(out_dir: Path, size_gb: float, backend: str, keep_folder: bool, tp: int = 1, pp: int = 1) -> Path:
     layers = layers_for(size_gb)
     name = f"synthetic_{size_gb:g}gb_{backend}"
     folder = out_dir / name
     if folder.exists():
         shutil.rmtree(folder)
-    weights = folder / "model_weights"
-    (write_torch_dist if backend == "torch_dist" else write_zarr)(weights, layers)
+    if backend == "nondist":  # a tiny vocabulary (see write_nondist): the size is in the layers
+        per_layer = sum(_numel(s) for s in layer_shapes().values()) * BYTES
+        layers = max(pp, -(-round(size_gb * 1e9 / per_layer) // pp) * pp)
+        name = f"synthetic_{size_gb:g}gb_nondist_tp{tp}pp{pp}"
+        folder = out_dir / name
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        write_nondist(folder, layers, tp, pp)
+    else:
+        weights = folder / "model_weights"
+        (write_torch_dist if backend == "torch_dist" else write_zarr)(weights, layers)
     token_name, token_bytes = tokenizer_member()
     (folder / token_name).write_bytes(token_bytes)
-    (folder / "model_config.yaml").write_text(model_config(layers, token_name, backend))
+    config = model_config(layers, token_name, "torch_dist" if backend == "nondist" else backend)
+    if backend == "nondist":
+        config = config.replace("tensor_model_parallel_size: 1", f"tensor_model_parallel_size: {tp}").replace(
+            "pipeline_model_parallel_size: 1", f"pipeline_model_parallel_size: {pp}")
+    (folder / "model_config.yaml").write_text(config)
     nemo = out_dir / f"{name}.nemo"
     with tarfile.open(nemo, "w:") as archive:
         archive.add(folder, arcname=".")
@@ -208,14 +266,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--size-gb", type=float, default=2.0)
-    parser.add_argument("--format", choices=["torch_dist", "zarr", "both"], default="both")
+    parser.add_argument("--format", choices=["torch_dist", "zarr", "both", "nondist"], default="both",
+                        help="nondist: NeMo <= 1.20's non-distributed rank files (see --tp, --pp)")
+    parser.add_argument("--tp", type=int, default=4, help="nondist: tensor-parallel ranks")
+    parser.add_argument("--pp", type=int, default=2, help="nondist: pipeline stages")
     parser.add_argument("--keep-folder", action="store_true", help="keep the extracted folder next to the .nemo")
     args = parser.parse_args()
     if not 0.5 <= args.size_gb <= 16:
         parser.error("--size-gb: between 0.5 and 16")
     args.out_dir.mkdir(parents=True, exist_ok=True)
     for backend in (["torch_dist", "zarr"] if args.format == "both" else [args.format]):
-        make(args.out_dir, args.size_gb, backend, args.keep_folder)
+        make(args.out_dir, args.size_gb, backend, args.keep_folder, args.tp, args.pp)
 
 
 if __name__ == "__main__":

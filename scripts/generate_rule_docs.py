@@ -15,8 +15,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from migrator.cli.rule_cmd import render_rule  # noqa: E402
 from migrator.engine.table import load_table  # noqa: E402
+from migrator.output.rule_doc import render_rule  # noqa: E402
 
 PAGES = ROOT / "docs" / "rules"
 

@@ -214,6 +214,29 @@ model:
     assert from_yaml(text, "0.4").values()["storage_writers_per_rank"] == 2  # NeMo's None = mcore's 2; Bridge 1
 
 
+MODEL_KINDS = {
+    "distributed": "  mcore_gpt: True\n",
+    "fsdp": "  mcore_gpt: True\n  fsdp: True\n",  # FSDP checkpoints
+    "legacy": "  mcore_gpt: False\n",  # pre-megatron-core (NM116)
+    "asr": "  sample_rate: 16000\n",  # no Megatron language model: no distributed checkpoints at all
+}
+
+
+@pytest.mark.parametrize("kind", sorted(MODEL_KINDS))
+def test_nemo1_defaults_only_for_models_that_write_distributed_checkpoints(kind):
+    """As for NeMo 2.0 (yaml/kinds.Config.distributed): NeMo 1.0's dist_ckpt_* defaults were never used by an FSDP,
+    legacy or non-Megatron model, so none is written for Bridge; the exp_manager settings still map."""
+    text = ("trainer:\n  devices: 1\nexp_manager:\n  checkpoint_callback_params:\n    dirpath: /ckpt\nmodel:\n"
+            + MODEL_KINDS[kind])
+    mapping = from_yaml(text, "0.6")
+    defaults = {f.name for f in mapping.fields if f.origin == "nemo1-default"}
+    if kind == "distributed":
+        assert defaults == {"fully_parallel_save", "storage_writers_per_rank"}
+    else:
+        assert defaults == set() and mapping.values() == {"save": "/ckpt"}, mapping.values()
+    assert not mapping.refused
+
+
 def test_async_save_without_save_is_a_warning_and_a_comment():
     mapping = from_yaml("exp_manager:\n  checkpoint_callback_params:\n    async_save: true\nmodel: {}\n", "0.3")
     warnings = [m for m in mapping.messages if m.code == "NM204"]
@@ -361,22 +384,29 @@ def test_cli_forms_and_usage_errors(tmp_path):
 
 # ================================================================================================ Bridge YAML lint
 def test_bridge_yaml_is_recognised_before_nemo1_classification(tmp_path):
-    from migrator.yaml.bridge import bridge_kind
-    from migrator.yaml.checks import classify
+    from migrator.yaml.kinds import classify
     from migrator.yaml.document import parse
 
     run_config = ("_target_: megatron.bridge.training.config.ConfigContainer\nmodel:\n  num_layers: 2\n"
                   "  dist_ckpt_format: zarr\ncheckpoint:\n  save: /ckpt\n  save_ckpt_format: zarr\n")
     root = parse(run_config, "run_config.yaml").roots[0]
-    assert bridge_kind(root) == "bridge-checkpoint"
-    with pytest.raises(MigratorError, match="already a Megatron-Bridge YAML"):
-        from_yaml(run_config)  # never migrated as if it were NeMo 1.0
+    config = classify(root)
+    assert config.kind == "bridge" and config.checkpoint[0].start.row == 5 and not config.distributed
+    with pytest.raises(MigratorError, match="run_config.yaml:5:1: already a Megatron-Bridge YAML"):
+        from_yaml(run_config, name="run_config.yaml")  # never migrated as if it were NeMo 1.0
+    targeted = parse("checkpoint:\n  _target_: megatron.bridge.training.config.CheckpointConfig\n  every: 5\n",
+                     "c.yaml").roots[0]
+    assert classify(targeted).kind == "bridge"  # the class named, whatever the fields
     nemo1 = parse("model:\n  dist_ckpt_format: zarr\n", "c.yaml").roots[0]
-    assert bridge_kind(nemo1) is None and classify(nemo1).kind == "training"
+    assert classify(nemo1).kind == "training"
     other = parse("checkpoint:\n  every: 5\n", "c.yaml").roots[0]
-    assert bridge_kind(other) is None  # a `checkpoint:` block with no Bridge field is not Bridge YAML
+    assert classify(other) is None  # a `checkpoint:` block with no Bridge field is not Bridge YAML
     path = tmp_path / "run_config.yaml"
     path.write_text(run_config)
+    # nor by the NeMo 2.0 destination (which used to read `model.dist_ckpt_format` as NeMo 1.0's and refuse zarr)
+    nemo2 = migrate(str(path), "--emit-python")
+    assert nemo2.returncode == 2 and nemo2.stdout == ""
+    assert nemo2.stderr.strip().endswith("not a NeMo 1.0 config; lint it with `nemo-migrate lint`"), nemo2.stderr
     proc = run_cli("lint", str(path), "--output-format", "json", "--target", "megatron-bridge=0.3")
     found = [(d["code"], d["location"]["row"]) for d in json.loads(proc.stdout)]
     assert found == [("NM201", 7)] and proc.returncode == 1  # no NeMo 1.0 NM106 on model.dist_ckpt_format
@@ -384,6 +414,18 @@ def test_bridge_yaml_is_recognised_before_nemo1_classification(tmp_path):
     # the rename, then the zarr the renamed key now carries (NM203), are both fixed; the NeMo model block is untouched
     assert path.read_text() == run_config.replace("save_ckpt_format: zarr", "ckpt_format: torch_dist")
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+
+
+def test_a_nemo2_yaml_is_refused_not_emitted_empty(tmp_path):
+    """A YAML written for NeMo 2.0 holds MegatronStrategy arguments, which the NeMo 1.0 mapping does not read: an empty
+    CheckpointConfig() would drop its ckpt_async_save silently."""
+    path = tmp_path / "nemo2.yaml"
+    path.write_text("trainer:\n  devices: 1\n  strategy:\n    _target_: nemo.lightning.MegatronStrategy\n"
+                    "    ckpt_async_save: true\nmodel:\n  mcore_gpt: True\n")
+    for form in ("--emit-python", "--emit-overrides"):
+        proc = migrate(str(path), "--to", "bridge", form)
+        assert proc.returncode == 2 and proc.stdout == "", proc.stdout
+        assert "nemo2.yaml:3:3: a NeMo 2.0 config" in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
 
 
 def test_bridge_python_lint_through_the_cli(tmp_path):

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NoReturn
 
 import click
 
@@ -38,6 +40,24 @@ def _usage(text: str) -> None:
     raise SystemExit(2)
 
 
+def _refuse(mapping) -> NoReturn:
+    """Exit 1: the mapping has errors (each already printed by _say_messages)."""
+    _say("error", f"{mapping.filename}: refusing to migrate ({len(mapping.errors)} error"
+         f"{'s' * (len(mapping.errors) != 1)} above); nothing written")
+    raise SystemExit(1)
+
+
+def _say_messages(mapping) -> None:
+    """A mapping's warnings and errors on stderr, one line each with its location (info notes go in the output)."""
+    for message in mapping.messages:
+        if message.severity == "info":
+            continue
+        where = f"{mapping.filename}:{message.location.row}:{message.location.column}" if message.location \
+            else mapping.filename
+        code = f"{message.code} " if message.code else ""
+        _say(message.severity, f"{where}: {code}{message.text}")
+
+
 def _load(config_path: str, target_spec: str | None, source_spec: str | None, force: bool):
     from migrator.engine.table import load_table
     from migrator.migrate.mapping import load_mapping
@@ -48,13 +68,7 @@ def _load(config_path: str, target_spec: str | None, source_spec: str | None, fo
                                force=force)
     except MigratorError as exc:
         _usage(str(exc))
-    for message in mapping.messages:
-        if message.severity == "info":
-            continue
-        where = f"{mapping.filename}:{message.location.row}:{message.location.column}" if message.location \
-            else mapping.filename
-        code = f"{message.code} " if message.code else ""
-        _say(message.severity, f"{where}: {code}{message.text}")
+    _say_messages(mapping)
     return table, mapping
 
 
@@ -68,9 +82,27 @@ class PatchOutcome:
 
 
 def run_patch(paths: tuple[str, ...], mapping, table, *, diff: bool, check: bool) -> PatchOutcome:
+    from migrator.python.patch import patch_bytes
+
+    def summary(result) -> str:
+        keywords = sum(len(p.changes) for p in result.edited)
+        calls = len(result.edited)
+        return f"{calls} call{'s' * (calls != 1)}, {keywords} keyword{'s' * (keywords != 1)}"
+
+    return _patch_files(
+        paths, (b"MegatronStrategy",), lambda data, path: patch_bytes(data, path, mapping, table),
+        blocked=lambda result: [(p.row, p.column, p.call.label, p.blocked, p.wanted) for p in result.blocked],
+        summary=summary, not_edited=lambda n: f"{n} call{'s' * (n != 1)} not edited", diff=diff, check=check)
+
+
+def _patch_files(paths: tuple[str, ...], markers: tuple[bytes, ...], patch: Callable[[bytes, str], Any], *,
+                 blocked: Callable[[Any], list[tuple]], summary: Callable[[Any], str],
+                 not_edited: Callable[[int], str], diff: bool, check: bool) -> PatchOutcome:
+    """The patch loop both destinations share: every `.py` under `paths` holding one of `markers` goes through
+    `patch(data, path)` (a result with `changed`, `original`, `patched`), written atomically, shown as a diff, or
+    only counted (`--check`); a file that cannot be read, parsed or written is one error line and is left as it was."""
     from migrator.engine.runner import discover
     from migrator.migrate.files import decode_for_display, write_bytes_atomically
-    from migrator.python.patch import patch_bytes
 
     outcome = PatchOutcome()
     for path, error in discover(paths, (".py",)):
@@ -84,30 +116,27 @@ def run_patch(paths: tuple[str, ...], mapping, table, *, diff: bool, check: bool
             _say("error", f"{path}: cannot read: {exc.strerror}")
             outcome.errors += 1
             continue
-        if b"MegatronStrategy" not in data:
+        if not any(marker in data for marker in markers):
             outcome.unchanged += 1
             continue
         try:
-            result = patch_bytes(data, path, mapping, table)
+            result = patch(data, path)
         except MigratorError as exc:
             _say("error", f"{exc}; file left untouched")
             outcome.errors += 1
             continue
-        for plan in result.blocked:
+        for row, column, label, why, wanted in blocked(result):
             outcome.blocked += 1
-            _say("warning", f"{path}:{plan.row}:{plan.column}: {plan.call.label} not edited: {plan.blocked}; "
-                 f"the config wants {plan.wanted}")
+            _say("warning", f"{path}:{row}:{column}: {label} not edited: {why}; the config wants {wanted}")
         if not result.changed:
             outcome.unchanged += 1
             continue
         outcome.changed += 1
-        keywords = sum(len(p.changes) for p in result.edited)
-        calls = len(result.edited)
-        summary = f"{calls} call{'s' * (calls != 1)}, {keywords} keyword{'s' * (keywords != 1)}"
+        done = summary(result)
         if diff:
             sys.stdout.write(unified_diff(decode_for_display(result.original), decode_for_display(result.patched), path))
         elif check:
-            click.echo(f"would patch {path} ({summary})", err=True)
+            click.echo(f"would patch {path} ({done})", err=True)
         else:
             try:
                 write_bytes_atomically(Path(path), result.patched)
@@ -115,10 +144,10 @@ def run_patch(paths: tuple[str, ...], mapping, table, *, diff: bool, check: bool
                 _say("error", f"{path}: cannot write: {getattr(exc, 'strerror', None) or exc}")
                 outcome.errors += 1
                 continue
-            click.echo(f"patched {path} ({summary})", err=True)
+            click.echo(f"patched {path} ({done})", err=True)
     verb = "would be patched" if (diff or check) else "patched"
     click.echo(f"{outcome.changed} file{'s' * (outcome.changed != 1)} {verb}, {outcome.unchanged} unchanged"
-               + (f", {outcome.blocked} call{'s' * (outcome.blocked != 1)} not edited" if outcome.blocked else "")
+               + (f", {not_edited(outcome.blocked)}" if outcome.blocked else "")
                + (f", {outcome.errors} error{'s' * (outcome.errors != 1)}" if outcome.errors else ""), err=True)
     return outcome
 
@@ -209,14 +238,15 @@ def config(config_path, paths, emit_python, emit_yaml, emit_overrides, destinati
         _usage("--diff and --check apply to --patch and --strip")
     if diff and check:
         _usage("--diff and --check cannot be combined")
+    if output_path not in (None, "-") and _same_file(output_path, config_path):
+        _usage(f"-o {output_path}: that is the input config {config_path}; refusing to overwrite it (even with "
+               "--force)")
     table, mapping = _load(config_path, target_spec, source_spec, force)
 
     if mapping.refused:
         if output_format == "json" and not patch_mode:
             _write_output(json.dumps(mapping.as_json(), indent=2, ensure_ascii=False) + "\n", output_path)
-        _say("error", f"{mapping.filename}: refusing to migrate ({len(mapping.errors)} error"
-             f"{'s' * (len(mapping.errors) != 1)} above); nothing written")
-        raise SystemExit(1)
+        _refuse(mapping)
 
     status = 0
     if patch_mode:
@@ -242,6 +272,16 @@ def config(config_path, paths, emit_python, emit_yaml, emit_overrides, destinati
         if (check or diff) and changed and status == 0:
             status = 1
     raise SystemExit(status)
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Do two paths name one file (the same path, a link to it, a hard link)?"""
+    import os
+
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet): only the same resolved path is the same file
+        return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _write_output(text: str, output_path: str | None) -> None:
@@ -282,16 +322,12 @@ def patch(paths, config_path, destination, target_spec, source_spec, force, diff
     if destination == "bridge":
         _, bridge, mapping = _load_bridge(config_path, target_spec, source_spec, force)
         if mapping.refused:
-            _say("error", f"{mapping.filename}: refusing to migrate ({len(mapping.errors)} error"
-                 f"{'s' * (len(mapping.errors) != 1)} above); nothing written")
-            raise SystemExit(1)
+            _refuse(mapping)
         outcome = run_bridge_patch(paths, mapping, bridge, diff=diff, check=check)
         raise SystemExit(2 if outcome.errors else 1 if (check or diff) and outcome.changed else 0)
     table, mapping = _load(config_path, target_spec, source_spec, force)
     if mapping.refused:
-        _say("error", f"{mapping.filename}: refusing to migrate ({len(mapping.errors)} error"
-             f"{'s' * (len(mapping.errors) != 1)} above); nothing written")
-        raise SystemExit(1)
+        _refuse(mapping)
     outcome = run_patch(paths, mapping, table, diff=diff, check=check)
     raise SystemExit(2 if outcome.errors else 1 if (check or diff) and outcome.changed else 0)
 
@@ -315,69 +351,21 @@ def _load_bridge(config_path: str, target_spec: str | None, source_spec: str | N
             mapping = load_bridge_mapping(config_path, table, bridge, target, source, force=force)
     except MigratorError as exc:
         _usage(str(exc))
-    for message in mapping.messages:
-        if message.severity == "info":
-            continue
-        where = f"{mapping.filename}:{message.location.row}:{message.location.column}" if message.location \
-            else mapping.filename
-        code = f"{message.code} " if message.code else ""
-        _say(message.severity, f"{where}: {code}{message.text}")
+    _say_messages(mapping)
     return table, bridge, mapping
 
 
 def run_bridge_patch(paths: tuple[str, ...], mapping, bridge, *, diff: bool, check: bool) -> PatchOutcome:
-    from migrator.engine.runner import discover
-    from migrator.migrate.files import decode_for_display, write_bytes_atomically
     from migrator.python.bridge_patch import patch_bridge_bytes
 
-    outcome = PatchOutcome()
-    for path, error in discover(paths, (".py",)):
-        if error:
-            _say("error", error)
-            outcome.errors += 1
-            continue
-        try:
-            data = Path(path).read_bytes()
-        except OSError as exc:
-            _say("error", f"{path}: cannot read: {exc.strerror}")
-            outcome.errors += 1
-            continue
-        if b"megatron.bridge" not in data and b"CheckpointConfig" not in data:
-            outcome.unchanged += 1
-            continue
-        try:
-            result = patch_bridge_bytes(data, path, mapping, bridge)
-        except MigratorError as exc:
-            _say("error", f"{exc}; file left untouched")
-            outcome.errors += 1
-            continue
-        for blocked in result.blocked:
-            outcome.blocked += 1
-            _say("warning", f"{path}:{blocked.row}:{blocked.column}: {blocked.label} not edited: {blocked.why}; "
-                 f"the config wants {blocked.wanted}")
-        if not result.changed:
-            outcome.unchanged += 1
-            continue
-        outcome.changed += 1
-        summary = f"{len(result.changes)} field{'s' * (len(result.changes) != 1)}: {', '.join(result.changes)}"
-        if diff:
-            sys.stdout.write(unified_diff(decode_for_display(result.original), decode_for_display(result.patched),
-                                          path))
-        elif check:
-            click.echo(f"would patch {path} ({summary})", err=True)
-        else:
-            try:
-                write_bytes_atomically(Path(path), result.patched)
-            except (OSError, MigratorError) as exc:
-                _say("error", f"{path}: cannot write: {getattr(exc, 'strerror', None) or exc}")
-                outcome.errors += 1
-                continue
-            click.echo(f"patched {path} ({summary})", err=True)
-    verb = "would be patched" if (diff or check) else "patched"
-    click.echo(f"{outcome.changed} file{'s' * (outcome.changed != 1)} {verb}, {outcome.unchanged} unchanged"
-               + (f", {outcome.blocked} not edited" if outcome.blocked else "")
-               + (f", {outcome.errors} error{'s' * (outcome.errors != 1)}" if outcome.errors else ""), err=True)
-    return outcome
+    def summary(result) -> str:
+        return f"{len(result.changes)} field{'s' * (len(result.changes) != 1)}: {', '.join(result.changes)}"
+
+    return _patch_files(
+        paths, (b"megatron.bridge", b"CheckpointConfig"),
+        lambda data, path: patch_bridge_bytes(data, path, mapping, bridge),
+        blocked=lambda result: [(b.row, b.column, b.label, b.why, b.wanted) for b in result.blocked],
+        summary=summary, not_edited=lambda n: f"{n} not edited", diff=diff, check=check)
 
 
 def _config_bridge(config_path, paths, emit_python, emit_yaml, emit_overrides, patch_mode, strip, output_path,
@@ -402,9 +390,7 @@ def _config_bridge(config_path, paths, emit_python, emit_yaml, emit_overrides, p
     if mapping.refused:
         if output_format == "json" and not patch_mode:
             _write_output(json.dumps(mapping.as_json(), indent=2, ensure_ascii=False) + "\n", output_path)
-        _say("error", f"{mapping.filename}: refusing to migrate ({len(mapping.errors)} error"
-             f"{'s' * (len(mapping.errors) != 1)} above); nothing written")
-        raise SystemExit(1)
+        _refuse(mapping)
     if patch_mode:
         outcome = run_bridge_patch(paths, mapping, bridge, diff=diff, check=check)
         raise SystemExit(2 if outcome.errors else 1 if (check or diff) and outcome.changed else 0)

@@ -68,9 +68,11 @@ class _Interrupts:
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("--input_path", "--input-path", "input_path", required=True, type=click.Path(path_type=Path),
               help="NeMo 1.0 checkpoint: a .nemo file (tar, plain or gzip), an extracted .nemo folder, or a "
-                   "model_weights/ folder (then also --model_config and the tokenizer flags).")
+                   "model_weights/ folder (then also --model_config and the tokenizer flags). With --to bridge "
+                   "also a NeMo 2.0 checkpoint directory (weights/ and context/).")
 @click.option("--output_path", "--output-path", "output_path", required=True, type=click.Path(path_type=Path),
-              help="NeMo 2.0 checkpoint directory to write (weights/ and context/).")
+              help="NeMo 2.0 checkpoint directory to write (weights/ and context/), or with --to bridge a "
+                   "Megatron-Bridge checkpoint root (iter_<N>/ and its trackers).")
 @click.option("--model_id", "--model-id", "model_id", default=None,
               help="One of the model ids of NeMo's converter (chooses the NeMo 2.0 model and config classes), or "
                    "a path to a NeMo 2.0 checkpoint. The architecture itself comes from model_config.yaml. "
@@ -105,8 +107,19 @@ class _Interrupts:
               is_flag=True,
               help="Write Transformer Engine's core_attention._extra_state as empty (NeMo's converter behaviour) "
                    "instead of carrying it.")
+@click.option("--to", "to", type=click.Choice(["nemo2", "bridge"]), default="nemo2", show_default=True,
+              help="Destination: a NeMo 2.0 checkpoint directory, or a Megatron-Bridge checkpoint (which Bridge's "
+                   "load_megatron_model and its training loader read; from a .nemo or a NeMo 2.0 directory).")
+@click.option("--iteration", type=click.IntRange(0, 9_999_999), default=0, show_default=True,
+              help="--to bridge: the iteration the checkpoint is saved at (the iter_<N> folder, the step in "
+                   "train_state.pt).")
+@click.option("--target", "target", default=None, metavar="megatron-bridge=X[..Y]",
+              help="--to bridge: the Megatron-Bridge release lines the checkpoint must load in (e.g. "
+                   "megatron-bridge=0.3, or 0.3..0.6); every class and field written is checked to exist in each "
+                   "of their tags. Default: every known release.")
 def convert(**kwargs: object) -> None:
-    """Convert a NeMo 1.0 .nemo checkpoint into a NeMo 2.0 checkpoint directory (CPU only, no model built)."""
+    """Convert a NeMo 1.0 .nemo checkpoint into a NeMo 2.0 checkpoint directory (CPU only, no model built), or
+    (--to bridge) a .nemo or NeMo 2.0 checkpoint into a Megatron-Bridge checkpoint."""
     from migrator.convert.pipeline import convert as run_convert
     from migrator.convert.storage.fileops import Cancelled
     from migrator.convert.write.plan import ConvertOptions
@@ -125,11 +138,18 @@ def convert(**kwargs: object) -> None:
     if result.output is not None:
         plan = result.plan
         how = {"copy": "data files copied, index rewritten", "link": "data files hard-linked, index rewritten",
-               "stream": "streamed chunk by chunk"}[plan.mode]
+               "stream": "streamed chunk by chunk",
+               "merge": f"merged from {len(plan.data_files)} non-distributed rank file(s)"}[plan.mode]
+        if plan.bridge is not None:
+            how += f"; {plan.bridge.provider.rsplit('.', 1)[-1]} for Megatron-Bridge {_span(plan.bridge.releases)}"
         if plan.mode == "link" and result.files.get("copy"):
             how += f" ({result.files['copy']} copied: not on the input's file system)"
         click.echo(f"nemo-migrate: wrote {result.output}: {len(plan.tensors)} tensors, {len(plan.objects)} sharded "
                    f"objects ({how})")
+
+
+def _span(releases: list[str]) -> str:
+    return releases[0] if len(releases) == 1 else f"{releases[0]}..{releases[-1]}"
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

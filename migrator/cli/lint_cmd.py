@@ -122,7 +122,12 @@ def lint(paths, target_spec, source_spec, select, ignore, output_format, fail_on
             if diff:
                 sys.stdout.write(unified_diff(fixed.original, fixed.fixed, result.filename))
             else:
-                write_bytes_atomically(Path(result.filename), fixed.fixed.encode("utf-8"))
+                try:
+                    write_bytes_atomically(Path(result.filename), fixed.fixed.encode("utf-8"))
+                except (OSError, MigratorError) as exc:
+                    result.error = f"{result.filename}: cannot write the fixes: {getattr(exc, 'strerror', None) or exc}"
+                    click.echo(f"nemo-migrate: error: {result.error}", err=True)
+                    continue
                 results[index] = fixed.result
                 applied[result.filename] = fixed.applied
                 click.echo(f"Fixed {len(fixed.applied)} finding{'s' * (len(fixed.applied) != 1)} in "

@@ -1,11 +1,10 @@
 """`nemo-migrate rule [CODE]`: a rule's documentation (what it does, why, example, fix), or the list of rules."""
 from __future__ import annotations
 
-import textwrap
-
 import click
 
 from migrator.cli.options import fail
+from migrator.output.rule_doc import render_rule
 
 
 @click.command()
@@ -23,21 +22,3 @@ def rule(code):
     if match is None:
         fail(f"unknown rule {code!r} (run `nemo-migrate rule` for the list)")
     click.echo(render_rule(match))
-
-
-def render_rule(r) -> str:
-    def para(text: str) -> str:
-        return textwrap.fill(" ".join(text.split()), width=100)
-
-    parts = [
-        f"# {r.name} ({r.code})",
-        f"Severity: {r.severity}. Applies to: {', '.join(r.languages)}."
-        + (f" Depends on the {r.depends_on}." if r.depends_on else ""),
-        "## What it does\n" + para(r.what),
-        "## Why is this bad?\n" + para(r.why),
-        "## Example\n" + textwrap.indent(r.example.rstrip("\n"), "    "),
-        "## Fix\n" + para(r.fix),
-    ]
-    if r.fix_safety:
-        parts.append("## Fix safety\n" + para(r.fix_safety))
-    return "\n\n".join(parts)

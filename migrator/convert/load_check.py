@@ -303,8 +303,11 @@ def _load(model: Any, target: LoadTarget, result: LoadResult) -> None:
         warnings.simplefilter("ignore")
         sharded = model.sharded_state_dict(prefix=target.prefix)
         try:
-            loaded, missing, _unexpected = dist_checkpointing.load(sharded, str(target.checkpoint),
-                                                                   strict=StrictHandling.RETURN_ALL)
+            # megatron-core's names are the other way round from torch's: its "missing" keys are in the checkpoint
+            # but not requested (e.g. Transformer Engine attention state a local-spec model has no use for; the
+            # index comparison notes them), its "unexpected" keys are requested but not in the checkpoint
+            loaded, _not_requested, missing = dist_checkpointing.load(sharded, str(target.checkpoint),
+                                                                      strict=StrictHandling.RETURN_ALL)
         except Exception as error:  # noqa: BLE001 - megatron-core / torch DCP raise many kinds: one line
             message = str(error).strip().splitlines()
             result.problems.append(f"{target.checkpoint}: megatron-core could not load it ({type(error).__name__}: "

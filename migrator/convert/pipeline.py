@@ -1,4 +1,6 @@
-"""`nemo-migrate convert`: NeMo 1.0 `.nemo` -> NeMo 2.0 checkpoint directory (`weights/` + `context/`).
+"""`nemo-migrate convert`: NeMo 1.0 `.nemo` -> NeMo 2.0 checkpoint directory (`weights/` + `context/`), or
+(`--to bridge`) NeMo 1.0 `.nemo` or NeMo 2.0 checkpoint directory -> Megatron-Bridge checkpoint root
+(`iter_<N>/` + trackers, see `write.bridge`).
 
 Order of work:
 1. open the source (checks the archive and the weights' index; nothing extracted);
@@ -7,7 +9,8 @@ Order of work:
    context side of the converter: `architecture`, `tokenizer`, `context`) and check `--strict`; `--dry-run`
    prints the plan and stops here; otherwise the weights are already being written meanwhile (step 4);
 4. write everything into `OUT.partial/`: weights data and index, `common.pt`, `context/`, and
-   `weights/metadata.json` last;
+   `weights/metadata.json` last (Bridge: the same into `iter_<N>/` with `run_config.yaml`, `train_state.pt` and the
+   tokenizer, its `metadata.json` last, then the root's trackers);
 5. rename `OUT.partial/` to `OUT` (an existing OUT, with `--force`, is moved aside first and deleted after).
 Any error or interrupt removes `OUT.partial/`; an OUT that exists is always complete.
 """
@@ -22,7 +25,7 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from migrator.convert.read.source import Source, open_source
-from migrator.convert.storage.fileops import check_cancel
+from migrator.convert.storage.fileops import Cancelled, check_cancel
 from migrator.convert.storage.progress import Progress, make_progress
 from migrator.convert.write.dcp import write_backend_marker, write_common
 from migrator.convert.write.plan import ConvertOptions, Plan, build_plan, render_plan
@@ -43,11 +46,25 @@ def partial_path(output: Path) -> Path:
     return output.with_name(output.name + ".partial")
 
 
+def _inputs(options: ConvertOptions) -> list[tuple[str, Path]]:
+    """Every path the run reads: the checkpoint and the files named beside it."""
+    named = [("the input", options.input_path), ("--model_config", options.model_config),
+             ("--tokenizer_path", options.tokenizer_path), ("--tokenizer_vocab_file", options.tokenizer_vocab_file)]
+    return [(what, Path(path)) for what, path in named if path]
+
+
 def _check_paths(options: ConvertOptions) -> None:
-    source = options.input_path.resolve()
+    """Refuse an output that is, contains or lies inside anything the run reads, even with --force (which would
+    delete it): `--output_path IN/model_weights` once replaced the user's checkpoint."""
     output = options.output_path.resolve()
-    if output == source or source.is_relative_to(output):
-        raise MigratorError(f"{options.output_path}: is the input or contains it; choose another output path")
+    for partial in (output, partial_path(output)):
+        for what, path in _inputs(options):
+            source = path.resolve()
+            if partial == source or source.is_relative_to(partial) or partial.is_relative_to(source):
+                relation = ("is" if partial == source else "contains" if source.is_relative_to(partial)
+                            else "lies inside")
+                raise MigratorError(f"{options.output_path}: {relation} {what} {path}; choose another output path "
+                                    "(refused even with --force)")
     if options.output_path.exists() and not options.force:
         raise MigratorError(f"{options.output_path}: already exists; pass --force to replace it (the old one is "
                             "removed only after the new one is complete)")
@@ -57,28 +74,129 @@ def _check_paths(options: ConvertOptions) -> None:
                             "--force")
 
 
-def _context_side(source: Source, options: ConvertOptions, warn: Warn):
-    """The complete model spec (vocab_size reconciled with the tokenizer) and the tokenizer: the context side."""
-    from migrator.convert.model.architecture import derive_model_spec, reconcile_vocab_size
+def _tokenizer(source: Source, options: ConvertOptions):
     from migrator.convert.model.tokenizer import resolve_tokenizer
 
-    spec = derive_model_spec(source.model_config, source.tensors, options.model_id, options.dtype, warn)
     input_dir = options.input_path if options.input_path.is_dir() else options.input_path.parent
-    tokenizer = resolve_tokenizer(source.model_config, source.read_member, options.tokenizer_path,
-                                  options.tokenizer_library, options.tokenizer_vocab_file,
-                                  options.tokenizer_model_name, input_dir=input_dir)
+    return resolve_tokenizer(source.model_config, source.read_member, options.tokenizer_path,
+                             options.tokenizer_library, options.tokenizer_vocab_file,
+                             options.tokenizer_model_name, input_dir=input_dir)
+
+
+def _context_side(source: Source, options: ConvertOptions, warn: Warn, tokenizer=None):
+    """The complete model spec (vocab_size reconciled with the tokenizer) and the tokenizer: the context side.
+    `tokenizer`: already resolved (a non-distributed source resolves it first, for its vocabulary)."""
+    from migrator.convert.model.architecture import derive_model_spec, reconcile_vocab_size
+
+    try:
+        spec = derive_model_spec(source.arch_config, source.tensors, options.model_id, options.dtype, warn)
+    except MigratorError as error:
+        where = source.nonsharded.where(str(error).split(":", 1)[0]) if source.nonsharded is not None else None
+        if where is None:
+            raise
+        raise MigratorError(f"{error} (merged from {where})") from None
+    if tokenizer is None:
+        tokenizer = _tokenizer(source, options)
     # decided here, before anything is written, so --dry-run shows the vocab_size the real run writes
     reconcile_vocab_size(spec, tokenizer.vocab_size, warn)
     return spec, tokenizer
 
 
+def _merge_vocabulary(source: Source, options: ConvertOptions, warn: Warn):
+    """A TP>1 non-distributed checkpoint's vocabulary was padded for its TP size: the merged embedding and output
+    layer keep the rows NeMo pads to at TP=1 (the tokenizer's size), as NeMo's own merge does. Returns the
+    tokenizer (resolved once)."""
+    from migrator.convert.model.tp_merge import padded_vocab
+
+    index = source.nonsharded
+    assert index is not None
+    tokenizer = _tokenizer(source, options)
+    merged = index.merged_vocab_rows()
+    if index.tp == 1 or merged is None:
+        return tokenizer
+    divisible = int(source.model_config.get("make_vocab_size_divisible_by", 128))
+    if tokenizer.vocab_size is None:
+        warn(f"model.embedding.word_embeddings.weight: the tokenizer's size is unknown, so the {merged} rows "
+             f"padded for TP={index.tp} are kept (vocab_size is written)")
+        return tokenizer
+    rows = padded_vocab(tokenizer.vocab_size, divisible)
+    if rows != merged:
+        if rows > merged:
+            raise MigratorError(f"model.embedding.word_embeddings.weight: {merged} rows merged from TP={index.tp}, "
+                                f"fewer than the tokenizer's {tokenizer.vocab_size} tokens padded to {rows}")
+        warn(f"model.embedding.word_embeddings.weight: {merged} rows padded for TP={index.tp}; keeping the "
+             f"{rows} NeMo pads the tokenizer's {tokenizer.vocab_size} tokens to at TP=1 "
+             f"(make_vocab_size_divisible_by={divisible}), as NeMo's merge does")
+    index.set_vocab_rows(rows)
+    source.tensors = index.tensors()
+    return tokenizer
+
+
+def _bridge_side(source: Source, options: ConvertOptions, warn: Warn, tokenizer=None):
+    """The Megatron-Bridge run_config sections (model/bridge_spec.py), the tokenizer and the model's keys.
+    `tokenizer`: already resolved (a non-distributed source resolves it first, for its vocabulary)."""
+    from migrator.convert.model import nemo1_arch, shapes
+    from migrator.convert.model.bridge_models import load_bridge_table, parse_target
+    from migrator.convert.model.bridge_spec import build_bridge_spec
+    from migrator.convert.read.nemo2_dir import Nemo2DirSource, context_tokenizer
+    from migrator.convert.model.tokenizer import resolve_tokenizer
+    from migrator.convert.write.bridge import iter_dir_name
+
+    table = load_bridge_table()
+    span = table.span(parse_target(options.target))
+    index = shapes.tensor_index(source.tensors)
+    mamba = any(".mixer." in k for k in index)
+    if options.model_id is not None:
+        warn(f"--model_id {options.model_id}: not used with --to bridge (it chooses NeMo 2.0 classes); Megatron-Bridge "
+             f"gets {'MambaModelProvider' if mamba else 'GPTModelProvider'} with the checkpoint's own architecture")
+    tokenizer_flags = (options.tokenizer_path, options.tokenizer_library, options.tokenizer_vocab_file,
+                       options.tokenizer_model_name)
+    if isinstance(source, Nemo2DirSource):
+        values = dict(source.context.values)
+        mamba = mamba or source.context.model_class.endswith(".MambaModel")
+        if any(tokenizer_flags):
+            tokenizer = resolve_tokenizer(None, None, *tokenizer_flags)
+        else:
+            tokenizer = context_tokenizer(source.path, source.context.tokenizer)
+    else:
+        config = source.arch_config  # a pre-megatron-core checkpoint is read as the megatron-core model it maps to
+        values = nemo1_arch.mamba_fields(config) if mamba else nemo1_arch.gpt_fields(config)
+        if mamba:  # NeMo 1.0's Mamba model takes its MLP activation from `activation` like GPT (default gelu)
+            values["activation_func"] = nemo1_arch.activation(config)[0]
+        if tokenizer is None:
+            input_dir = options.input_path if options.input_path.is_dir() else options.input_path.parent
+            tokenizer = resolve_tokenizer(source.model_config, source.read_member, *tokenizer_flags,
+                                          input_dir=input_dir)
+    yaml_name = source.model_config_origin or "model_config.yaml"
+    facts = shapes.check_mamba(values, source.tensors) if mamba else shapes.check_gpt(values, source.tensors)
+    if tokenizer.vocab_size is not None and tokenizer.vocab_size > facts.padded_vocab_size:
+        raise MigratorError(f"embedding.word_embeddings.weight: {facts.padded_vocab_size} rows, but the tokenizer has "
+                            f"{tokenizer.vocab_size} tokens")
+    final_iter = options.output_path / iter_dir_name(options.iteration)
+    spec = build_bridge_spec("mamba" if mamba else "gpt", values, facts.padded_vocab_size, facts.source_dtype,
+                             options.dtype, tokenizer, final_iter, table, span, warn)
+    spec.expected_keys = {k[len("module."):] for k in facts.expected_keys}
+    spec.origin = yaml_name
+    return spec, tokenizer
+
+
 def check_strict(plan: Plan, strict: bool, warn: Warn) -> None:
     """Keys the NeMo 2.0 model does not have: an error with --strict, otherwise carried with a warning."""
-    spec = plan.spec
+    spec = plan.bridge if plan.bridge is not None else plan.spec
     if spec is None or spec.expected_keys is None:
         return
     unexpected = [t.new_key for t in plan.tensors if t.new_key not in spec.expected_keys]
     if not unexpected:
+        return
+    if plan.bridge is not None:
+        model = plan.bridge.provider.rsplit(".", 1)[-1]
+        if strict:
+            raise MigratorError(f"{unexpected[0]}: not a key of {model}"
+                                + (f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else "")
+                                + "; --strict refuses keys the model does not have")
+        for key in unexpected:
+            warn(f"{key}: not a key of {model}; carried into the output (Megatron-Bridge ignores unexpected keys; "
+                 "--strict makes this an error)")
         return
     model = spec.model_class.rsplit(".", 1)[-1]
     if strict:
@@ -111,21 +229,48 @@ def convert(options: ConvertOptions, *, warn: Warn, out: TextIO, progress: Progr
         warn(message)
 
     _check_paths(options)
-    with open_source(options.input_path, options.model_config) as source:
+    spill_parent = options.output_path.resolve().parent
+    with open_source(options.input_path, options.model_config, spill_parent) as source:
         check_cancel(cancel)
+        _check_destination(source, options)
+        for note in source.notes:
+            out.write(f"nemo-migrate: {note}\n")
+        tokenizer = _merge_vocabulary(source, options, _warn) if source.nonsharded is not None else None
         plan = build_plan(source, options, _warn)
         plan.warnings = warnings
         free = _free_bytes(options.output_path)
         if options.dry_run:
-            plan.spec, plan.tokenizer = _context_side(source, options, _warn)
+            _derive(source, plan, options, _warn, tokenizer)
             check_strict(plan, options.strict, _warn)
             out.write(render_plan(plan, source, options, free) + "\n")
             return ConvertResult(None, plan, warnings)
         if free is not None and free < plan.disk_bytes:
             raise MigratorError(f"{options.output_path}: needs about {plan.disk_bytes} bytes, "
                                 f"{free} are free on that file system")
-        files = _write_output(source, plan, options, progress or make_progress(), cancel, _warn)
+        files = _write_output(source, plan, options, progress or make_progress(), cancel, _warn, tokenizer)
     return ConvertResult(options.output_path, plan, warnings, files)
+
+
+def _check_destination(source: Source, options: ConvertOptions) -> None:
+    from migrator.convert.read.nemo2_dir import Nemo2DirSource
+
+    if isinstance(source, Nemo2DirSource):
+        if options.to != "bridge":
+            raise MigratorError(f"{options.input_path}: already a NeMo 2.0 checkpoint directory; --to bridge converts "
+                                "it to a Megatron-Bridge checkpoint")
+    if options.to != "bridge" and (options.iteration or options.target):
+        raise MigratorError("--iteration and --target megatron-bridge=... apply to --to bridge only")
+
+
+def _derive(source: Source, plan: Plan, options: ConvertOptions, warn: Warn, tokenizer=None) -> None:
+    """The model description of the destination (and the tokenizer), into the plan."""
+    if options.to == "bridge":
+        note = getattr(source, "note_dropped", None)
+        if note is not None:
+            note(warn)
+        plan.bridge, plan.tokenizer = _bridge_side(source, options, warn, tokenizer)
+    else:
+        plan.spec, plan.tokenizer = _context_side(source, options, warn, tokenizer)
 
 
 class _Background:
@@ -156,7 +301,7 @@ class _Background:
 
 
 def _write_output(source: Source, plan: Plan, options: ConvertOptions, progress: Progress,
-                  cancel: threading.Event, warn: Warn) -> dict[str, int]:
+                  cancel: threading.Event, warn: Warn, tokenizer=None) -> dict[str, int]:
     """Write OUT.partial/ and rename it to OUT.
 
     The weights are written on a second thread while the model spec and tokenizer are derived (work that
@@ -168,39 +313,68 @@ def _write_output(source: Source, plan: Plan, options: ConvertOptions, progress:
         shutil.rmtree(partial)
     partial.parent.mkdir(parents=True, exist_ok=True)
     partial.mkdir()
-    weights = partial / "weights"
+    if options.to == "bridge":
+        from migrator.convert.write.bridge import iter_dir_name
+
+        weights = partial / iter_dir_name(options.iteration)
+    else:
+        weights = partial / "weights"
     writing: _Background | None = None
     try:
-        progress.start(plan.source_bytes, f"{'linking' if plan.mode == 'link' else 'writing'} weights")
+        what = {"link": "linking weights", "merge": "merging weights"}.get(plan.mode, "writing weights")
+        if plan.mode == "merge" and not source.random_access:
+            what += " (rank files spilled to disk beside the output)"
+        progress.start(plan.source_bytes, what)
         writing = _Background(lambda: _write_weights(source, plan, weights, options, progress, cancel))
         writing.start()  # assigned first: an interrupt during start() still joins the thread before cleanup
-        plan.spec, plan.tokenizer = _context_side(source, options, warn)
+        _derive(source, plan, options, warn, tokenizer)
         check_cancel(cancel)
         check_strict(plan, options.strict, warn)
         files = writing.join()
         progress.finish()
-        write_common(weights)
-        from migrator.convert.write.nemo2 import write_context
+        if options.to == "bridge":
+            from migrator.convert.write.bridge import write_bridge_files
 
-        write_context(partial / "context", plan.spec, plan.tokenizer)
-        write_backend_marker(weights)
+            write_bridge_files(partial, plan.bridge, options.iteration)
+        else:
+            write_common(weights)
+            from migrator.convert.write.nemo2 import write_context
+
+            write_context(partial / "context", plan.spec, plan.tokenizer)
+            write_backend_marker(weights)
         _fsync_tree(partial)
         check_cancel(cancel)  # the last moment an interrupt still means "no OUT"
         _replace(partial, options.output_path)
-    except BaseException:
+    except BaseException as error:
         cancel.set()
+        cause: BaseException = error
         if writing is not None:  # stop the weights thread before removing what it writes
             try:
                 writing.join()
-            except BaseException:  # noqa: BLE001 - the first error is the one to report
-                pass
+            except BaseException as failed:  # noqa: BLE001 - reported below if it is the real cause
+                # the main thread saw only the cancel flag that the failing weights thread set: a full disk is
+                # that thread's OSError, not an interrupt
+                if isinstance(error, Cancelled) and not isinstance(failed, (Cancelled, KeyboardInterrupt)):
+                    cause = failed
         shutil.rmtree(partial, ignore_errors=True)
+        if isinstance(cause, OSError):
+            raise MigratorError(f"{cause.filename or partial}: {cause.strerror or cause}; nothing written to "
+                                f"{options.output_path}") from None
+        if isinstance(cause, EOFError):
+            raise MigratorError(f"{options.input_path}: {cause}; the input is truncated; nothing written") from None
+        if cause is not error:
+            raise cause
         raise
     return files  # type: ignore[return-value]
 
 
 def _write_weights(source: Source, plan: Plan, weights: Path, options: ConvertOptions, progress: Progress,
                    cancel: threading.Event) -> dict[str, int]:
+    if plan.mode == "merge":
+        from migrator.convert.write.merge_route import write_merged_weights
+
+        write_merged_weights(source, plan, weights, progress=progress, cancel=cancel)
+        return {}
     if plan.mode == "stream":
         from migrator.convert.write.stream_route import write_streamed_weights
 

@@ -1,7 +1,8 @@
-"""`nemo-migrate verify OUT [--against IN]`: is a converted NeMo 2.0 checkpoint complete and faithful?
+"""`nemo-migrate verify OUT [--against IN]`: is a converted NeMo 2.0 or Megatron-Bridge checkpoint complete and faithful?
 
-Checks, in order: the layout (weights/ with metadata.json, .metadata, common.pt and data files; context/ with
-io.json and model.yaml); the index (every chunk's byte range inside its data file, chunks covering each tensor);
+Checks, in order: the layout (NeMo 2.0: weights/ with metadata.json, .metadata, common.pt and data files; context/
+with io.json and model.yaml. Megatron-Bridge: the trackers, iter_<N>/ with the same torch_dist files, common.pt,
+run_config.yaml with a model provider, train_state.pt at step N, the tokenizer run_config.yaml names); the index (every chunk's byte range inside its data file, chunks covering each tensor);
 every tensor chunk and sharded object read back with torch (`weights_only=True`) with the shape and dtype the
 index gives. With `--against`, every source tensor is compared with the output: bit-equal when the dtype is
 the same, and equal to the source cast to the output dtype otherwise; every sharded object is compared too.
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from migrator.convert.formats.chunks import StoredChunk, StoredObject, rename_key
+from migrator.convert.formats.chunks import KEY_PREFIX, StoredChunk, StoredObject, key_renamer
 from migrator.convert.model.extra_state import is_core_attention
 from migrator.convert.read.source import Source, open_source
 from migrator.convert.read.torch_dist import DcpIndex, parse_dcp_metadata, view_torch_chunk
@@ -84,10 +85,91 @@ def _same_object(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
+def output_kind(output: Path) -> tuple[str, Path]:
+    """("nemo2", OUT/weights) or ("bridge", OUT/iter_<N>) for a converted checkpoint (or an iter_<N> folder)."""
+    from migrator.convert.write.bridge import TRACKER, iter_dir_name
+
+    if (output / "weights").is_dir() and not (output / TRACKER).exists():
+        return "nemo2", output / "weights"
+    if (output / TRACKER).is_file():
+        text = (output / TRACKER).read_text(encoding="utf-8", errors="replace").strip()
+        if not text.isdigit():
+            raise MigratorError(f"{output / TRACKER}: {text[:40]!r} is not an iteration number")
+        return "bridge", output / iter_dir_name(int(text))
+    if output.name.startswith("iter_") and (output / "run_config.yaml").is_file():
+        return "bridge", output
+    raise MigratorError(f"{output}: not a NeMo 2.0 checkpoint (no weights/ folder) nor a Megatron-Bridge checkpoint "
+                        "(no latest_checkpointed_iteration.txt)")
+
+
+def _check_bridge_files(output: Path, weights: Path, report: VerifyReport) -> None:
+    """common.pt, run_config.yaml, train_state.pt and the trackers of a Megatron-Bridge checkpoint."""
+    from migrator.convert.read.model_config import load_model_config
+    from migrator.convert.write.bridge import CONTENT_METADATA, LATEST_TRAIN_STATE, RUN_CONFIG, TRAIN_STATE
+
+    iteration = int(weights.name[len("iter_"):]) if weights.name[len("iter_"):].isdigit() else None
+    common = weights / "common.pt"
+    if common.is_file():
+        try:
+            state = _load(common, 0, common.stat().st_size)
+            if not isinstance(state, dict) or state.get("iteration") != iteration or "checkpoint_version" not in state:
+                report.problem(f"{common}: {state!r:.200} (expected checkpoint_version and iteration {iteration})")
+            elif not isinstance(state.get("content_metadata"), dict):
+                report.problem(f"{common}: no content_metadata (Megatron-Bridge's training loader needs it, e.g. "
+                               f"{CONTENT_METADATA})")
+        except Exception as error:  # noqa: BLE001 - reported
+            report.problem(f"{common}: unreadable ({type(error).__name__}: {error})")
+    steps = {}
+    for path in (weights / TRAIN_STATE, output / LATEST_TRAIN_STATE if output != weights else None):
+        if path is None:
+            continue
+        if not path.is_file():
+            report.problem(f"{path}: missing")
+            continue
+        try:
+            state = _load(path, 0, path.stat().st_size)
+            steps[path.name] = int(state["step"])
+        except Exception as error:  # noqa: BLE001 - reported
+            report.problem(f"{path}: unreadable ({type(error).__name__}: {error})")
+    for name, step in steps.items():
+        if step != iteration:
+            report.problem(f"{name}: step {step}, but the checkpoint is {weights.name} (Bridge's training loader "
+                           "opens the folder of that step)")
+    config_path = weights / RUN_CONFIG
+    if not config_path.is_file():
+        report.problem(f"{config_path}: missing (Megatron-Bridge builds the model from it)")
+        return
+    try:
+        config = load_model_config(config_path.read_bytes(), str(config_path))
+    except MigratorError as error:
+        report.problem(str(error))
+        return
+    model = config.get("model")
+    if not isinstance(model, dict) or not str(model.get("_target_", "")).startswith("megatron.bridge."):
+        report.problem(f"{config_path}: model: has no Megatron-Bridge provider `_target_`")
+    checkpoint = config.get("checkpoint") or {}
+    for key in ("save_optim", "save_rng"):
+        if checkpoint.get(key) is not False:
+            report.problem(f"{config_path}: checkpoint.{key} is {checkpoint.get(key)!r}; a converted checkpoint "
+                           "holds no optimizer or RNG state (False), or Bridge's resume tries to load it")
+    tokenizer = config.get("tokenizer")
+    if isinstance(tokenizer, dict) and tokenizer.get("tokenizer_model"):
+        path = Path(str(tokenizer["tokenizer_model"]))
+        here = weights / "tokenizer" / (path.name if path.suffix else "")
+        if not path.exists():
+            report.notes.append(f"{config_path}: tokenizer_model {path} does not exist (the checkpoint was moved? "
+                                f"the files are in {weights / 'tokenizer'}; pass tokenizer_model= to Bridge's "
+                                "load_tokenizer)")
+        if not here.exists():
+            report.problem(f"{here}: missing (the tokenizer run_config.yaml names)")
+
+
 def _check_layout(output: Path, report: VerifyReport) -> DcpIndex:
-    weights = output / "weights"
-    if not weights.is_dir():
+    kind, weights = output_kind(output)
+    if kind == "nemo2" and not weights.is_dir():
         raise MigratorError(f"{output}: not a NeMo 2.0 checkpoint (no weights/ folder)")
+    if kind == "bridge" and not weights.is_dir():
+        raise MigratorError(f"{weights}: missing (the tracker names it)")
     marker = weights / "metadata.json"
     if not marker.is_file():
         report.problem(f"{marker}: missing (an incomplete checkpoint)")
@@ -114,10 +196,12 @@ def _check_layout(output: Path, report: VerifyReport) -> DcpIndex:
         except Exception as error:  # noqa: BLE001 - reported
             report.problem(f"{common}: unreadable ({type(error).__name__}: {error})")
     context = output / "context"
-    for name in ("io.json", "model.yaml"):
+    if kind == "bridge":
+        _check_bridge_files(output, weights, report)
+    for name in ("io.json", "model.yaml") if kind == "nemo2" else ():
         if not (context / name).is_file():
             report.problem(f"{context / name}: missing")
-    if (context / "io.json").is_file():
+    if kind == "nemo2" and (context / "io.json").is_file():
         try:
             graph = json.loads((context / "io.json").read_text())
             if not isinstance(graph, dict) or not {"root", "objects"} <= graph.keys():
@@ -135,12 +219,21 @@ def _check_layout(output: Path, report: VerifyReport) -> DcpIndex:
     for key, o in index.objects.items():
         if o.member not in sizes or o.byte_offset + o.byte_length > sizes[o.member]:
             report.problem(f"{key}: stored outside the data files ({o.member})")
-    not_renamed = [k for k in list(index.tensors) + list(index.objects) if not k.startswith("module.")]
-    if not_renamed:
-        report.notes.append(f"{len(not_renamed)} keys are not under 'module.' (e.g. {not_renamed[0]})")
-    if not report.problems:
+    if kind == "nemo2":
+        not_renamed = [k for k in list(index.tensors) + list(index.objects) if not k.startswith("module.")]
+        if not_renamed:
+            report.notes.append(f"{len(not_renamed)} keys are not under 'module.' (e.g. {not_renamed[0]})")
+    else:
+        prefixed = [k for k in list(index.tensors) + list(index.objects) if k.startswith(("module.", "model."))]
+        if prefixed:
+            report.problem(f"{len(prefixed)} keys keep a NeMo prefix (e.g. {prefixed[0]}); Megatron-Bridge's keys "
+                           "are megatron-core's, unprefixed")
+    if not report.problems and kind == "nemo2":
         report.checks.append(f"layout: weights/ ({len(sizes)} data files, index, common.pt, metadata.json), "
                              "context/ (io.json, model.yaml)")
+    if not report.problems and kind == "bridge":
+        report.checks.append(f"layout: {weights.name}/ ({len(sizes)} data files, index, common.pt, metadata.json, "
+                             "run_config.yaml, train_state.pt, tokenizer), trackers at the same step")
         report.checks.append(f"index: {len(index.tensors)} tensors in "
                              f"{sum(len(c) for c in index.chunks.values())} chunks, {len(index.objects)} sharded "
                              "objects, every byte range inside its data file")
@@ -191,8 +284,152 @@ def _decode_source(item: StoredChunk | StoredObject, data: bytearray, what: str)
     return obj if item.wrapped else [obj]
 
 
-def _compare(source: Source, index: DcpIndex, weights: Path, report: VerifyReport) -> None:
+def _read_rank_tensor(stream: Any, ref: Any, what: str) -> Any:
     torch = _torch()
+    stream.seek(ref.offset)
+    try:
+        data = read_exactly(stream, ref.nbytes)
+    except EOFError:
+        raise MigratorError(f"{what}: truncated ({ref.key})") from None
+    if not ref.nbytes:
+        return torch.empty(ref.shape, dtype=getattr(torch, ref.dtype))
+    return torch.frombuffer(data, dtype=getattr(torch, ref.dtype)).reshape(ref.shape)
+
+
+def _rank_piece(full: Any, kind: str, tp: int, rank: int, ref: Any, part: str, legacy_qkv_heads: int | None
+                ) -> tuple[Any, int]:
+    """What rank `rank` held of the merged tensor `full`, split the way NeMo splits a TP=1 weight
+    (`megatron_change_num_partitions.compute_tp_splits`); also the rows of that piece past the end of `full`
+    (vocabulary padding of the TP>1 layout that the merge dropped)."""
+    from migrator.convert.model.tp_merge import GATED, REPLICATED, ROW, VOCAB
+
+    if kind == REPLICATED:
+        return full, 0
+    if kind == ROW:
+        cols = ref.shape[1]
+        return full[:, rank * cols:(rank + 1) * cols], 0
+    if kind == GATED:
+        half = full.shape[0] // 2
+        gate, up = full[:half], full[half:]
+        if part in ("gate", "up"):
+            rows = ref.rows
+            source = gate if part == "gate" else up
+            return source[rank * rows:(rank + 1) * rows], 0
+        h = ref.rows // 2
+        return _torch().cat([gate[rank * h:(rank + 1) * h], up[rank * h:(rank + 1) * h]]), 0
+    rows = ref.rows
+    piece = full[rank * rows:(rank + 1) * rows]
+    if legacy_qkv_heads is not None and kind != VOCAB and (".linear_qkv." in ref.key or "query_key_value" in ref.key):
+        heads = legacy_qkv_heads // tp
+        rest = tuple(piece.shape[1:])
+        piece = piece.reshape(heads, 3, -1, *rest).transpose(0, 1).reshape(piece.shape)
+    return piece, rows - piece.shape[0]
+
+
+def _compare_merged(source: Source, index: DcpIndex, weights: Path, report: VerifyReport, kind: str) -> None:
+    """A non-distributed source: every rank's tensor against its part of the merged output tensor."""
+    from migrator.convert.model.tp_merge import VOCAB, partition_kind
+    from migrator.convert.read.nonsharded import object_blob
+
+    torch = _torch()
+    ns = source.nonsharded
+    assert ns is not None
+    rename_key = key_renamer(source.key_prefix, KEY_PREFIX[kind])
+    expected = {rename_key(name) for name, _ in ns.params}
+    for key in sorted(expected - set(index.tensors)):
+        report.problem(f"{key}: merged from {source.path} but not in the output")
+    for key in sorted(set(index.tensors) - expected):
+        report.problem(f"{key}: in the output but not in {source.path}")
+    placements = {rename_key(p.key): p for p in ns.object_placements()}
+    for key in sorted(set(placements) - set(index.objects)):
+        report.problem(f"{key}: sharded object missing in the output")
+    for key in sorted(set(index.objects) - set(placements)):
+        report.problem(f"{key}: sharded object in the output but not in {source.path}")
+    streams: dict[str, Any] = {}
+
+    def stream(member: str) -> Any:
+        if member not in streams:
+            streams[member] = source.open_member(member)
+        return streams[member]
+
+    compared, dropped, objects_equal, placeholders = 0, 0, 0, 0
+    try:
+        for (name, layer), ranks in sorted(ns.params.items(), key=lambda item: (item[0][0], item[0][1] or 0)):
+            new_key = rename_key(name)
+            if new_key not in index.tensors:
+                continue
+            out_dtype = getattr(torch, index.tensors[new_key].dtype)
+            chunks = index.chunks[new_key]
+            if layer is not None:
+                chunks = [c for c in chunks if c.offsets[0] <= layer < c.offsets[0] + c.sizes[0]]
+            if len(chunks) != 1:
+                report.problem(f"{new_key}: layer {layer} is not one chunk of the output")
+                continue
+            try:
+                full = _read_output_chunk(weights, chunks[0])
+            except Exception as error:  # noqa: BLE001 - reported
+                report.problem(f"{new_key}: chunk at {list(chunks[0].offsets)} unreadable ({type(error).__name__})")
+                continue
+            if layer is not None:
+                full = full[layer - chunks[0].offsets[0]]
+            partition = partition_kind(name, ns.gated)
+            for rank, parts in enumerate(ranks):
+                for part, ref in parts.items():
+                    what = f"{source.describe(ref.member)} ({ref.key})"
+                    original = _read_rank_tensor(stream(ref.member), ref, what)
+                    if original.dtype != out_dtype:
+                        original = original.to(out_dtype)
+                    piece, past = _rank_piece(full, partition, len(ranks), rank, ref,
+                                              part if len(parts) == 2 else "all", ns.legacy_qkv_heads)
+                    if partition == VOCAB and past:
+                        dropped += past
+                        original = original[:max(0, original.shape[0] - past)]
+                    if tuple(piece.shape) != tuple(original.shape) or not torch.equal(_bits(piece), _bits(original)):
+                        report.problem(f"{new_key}" + (f" layer {layer}" if layer is not None else "")
+                                       + f": tensor-parallel rank {rank}'s part differs from {what}")
+                    else:
+                        compared += 1
+        for key, placement in sorted(placements.items()):
+            out = index.objects.get(key)
+            if out is None:
+                continue
+            got = _read_output_object(weights, out)
+            ref = placement.ref
+            if ref is None or ref.value is None:
+                if _same_object(got, [None]):
+                    placeholders += ref is None
+                    objects_equal += ref is not None
+                else:
+                    report.problem(f"{key}: expected [None], the output holds {type(got).__name__}")
+                continue
+            what = f"{source.describe(ref.member)} ({ref.key})"
+            with torch.serialization.safe_globals([io.BytesIO]):
+                want = torch.load(io.BytesIO(object_blob(ref, stream(ref.member), what)), map_location="cpu",
+                                  weights_only=True)
+            if _same_object(got, want):
+                objects_equal += 1
+            else:
+                report.problem(f"{key}: sharded object differs from {what}")
+    finally:
+        for s in streams.values():
+            s.close()
+    if placeholders:
+        report.notes.append(f"{placeholders} sharded objects are [None] placeholders (the rank files have no "
+                            "_extra_state for them)")
+    if dropped:
+        report.notes.append(f"{dropped} vocabulary padding rows of the TP={ns.tp} layout are not in the output "
+                            "(padded for TP=1, as NeMo's merge does)")
+    if not report.problems:
+        report.checks.append(f"against {source.path}: {compared} rank tensors (TP={ns.tp}, PP={ns.pp}) bit-equal "
+                             f"to their part of the merged output, {objects_equal} sharded objects equal")
+
+
+def _compare(source: Source, index: DcpIndex, weights: Path, report: VerifyReport, kind: str = "nemo2") -> None:
+    if source.nonsharded is not None:
+        _compare_merged(source, index, weights, report, kind)
+        return
+    torch = _torch()
+    rename_key = key_renamer(source.key_prefix, KEY_PREFIX[kind])
     out_chunks = {(k, c.offsets, c.sizes): c for k, cs in index.chunks.items() for c in cs}
     expected_tensors = {rename_key(k): k for k in source.tensors}
     expected_objects = {rename_key(k): k for k in source.objects}
@@ -272,15 +509,10 @@ def verify_checkpoint(output: Path, against: Path | None = None, model_config: P
                       load: bool = False, tokens: list[int] | None = None) -> VerifyReport:
     """Run every check; problems are collected in the report (exit 1), unusable input raises MigratorError.
     `load`: also build the model with megatron-core and load the checkpoint into it (load_check.py), and with
-    `tokens` run a forward pass; a Megatron-Bridge checkpoint gets this check only."""
+    `tokens` run a forward pass (NeMo 2.0 and Megatron-Bridge outputs alike)."""
     report = VerifyReport(output)
-    if load and not (output / "weights").is_dir() and (output / "latest_checkpointed_iteration.txt").is_file():
-        report.notes.append("the layout and index checks are for NeMo 2.0 outputs: a Bridge checkpoint gets the "
-                            "load check only")
-        _add_load_check(output, tokens, report)
-        return report
     index = _check_layout(output, report)
-    weights = output / "weights"
+    kind, weights = output_kind(output)
     torch = _torch()
     read_bytes = 0
     bad = len(report.problems)
@@ -313,8 +545,8 @@ def verify_checkpoint(output: Path, against: Path | None = None, model_config: P
         report.checks.append(f"read back: {len(index.tensors)} tensors ({read_bytes} bytes) and {len(index.objects)} "
                              "sharded objects with torch.load(weights_only=True); shapes and dtypes match the index")
     if against is not None:
-        with open_source(against, model_config) as source:
-            _compare(source, index, weights, report)
+        with open_source(against, model_config, spill_parent=Path(output).resolve().parent) as source:
+            _compare(source, index, weights, report, kind)
     if load:
         if report.problems:
             report.notes.append("load: not run (the checks above found problems)")

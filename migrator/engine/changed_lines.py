@@ -136,11 +136,26 @@ def changed_lines_from_file(source: str) -> tuple[dict[str, set[int] | None], Pa
     directory is in a repository (what `git diff` writes), else to the current directory."""
     import sys
 
-    try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise MigratorError(f"--changed-lines-from: {source}: cannot read: {exc.strerror}") from None
+    from migrator.inputs import MAX_TEXT_BYTES, read_regular
+
+    if source == "-":
+        text = sys.stdin.read(MAX_TEXT_BYTES + 1)
+        if len(text) > MAX_TEXT_BYTES:
+            raise MigratorError(f"--changed-lines-from: stdin: more than {MAX_TEXT_BYTES:,} characters")
+    else:
+        text = read_regular(source, f"--changed-lines-from: {source}").decode("utf-8", errors="replace")
+    if not is_unified_diff(text):
+        raise MigratorError(f"--changed-lines-from: {'stdin' if source == '-' else source}: not a unified diff (no "
+                            "`+++ ` or `diff --git` line); an empty file means no change")
     return parse_unified_diff(text), git_toplevel() or Path.cwd()
+
+
+def is_unified_diff(text: str) -> bool:
+    """An empty text (no change) or one with a file header; anything else given as a diff is a mistake (a
+    findings report, the wrong file) that would silently drop every finding."""
+    if not text.strip():
+        return True
+    return any(line.startswith(("+++ ", "diff --git ")) for line in text.splitlines())
 
 
 def keep_changed(results: list[FileResult], changed: dict[str, set[int] | None], base: Path) -> list[FileResult]:

@@ -100,13 +100,11 @@ def discover(paths: Iterable[str], suffixes: tuple[str, ...], excluded: Callable
 
 
 def read_text(path: Path, display: str) -> str:
-    """Read a file as UTF-8 text; a binary or non-UTF-8 file is a one-line error. A BOM is kept in the text."""
-    try:
-        data = path.read_bytes()
-    except IsADirectoryError:
-        raise MigratorError(f"{display}: is a directory") from None
-    except OSError as exc:
-        raise MigratorError(f"{display}: cannot read: {exc.strerror}") from None
+    """Read a file as UTF-8 text; a binary or non-UTF-8 file, or anything but a regular file (a link to /dev/zero, a
+    FIFO), is a one-line error. A BOM is kept in the text."""
+    from migrator.inputs import read_regular
+
+    data = read_regular(path, display)
     if b"\0" in data[:8192]:
         raise MigratorError(f"{display}: binary file, not text")
     try:

@@ -1,8 +1,9 @@
 """The versioned mapping table under `rules/`: typed records and a loader.
 
 The record types are plain dataclasses so that `nemo-migrate lint` starts fast; they double as the pydantic schema:
-`migrator.engine.table_schema` validates the same files with `pydantic.TypeAdapter` over these classes (the test
-suite and `nemo-migrate rule --validate` run it), and `nemo-migrate schema` derives the editor JSON Schema from them.
+`migrator.engine.table_schema` validates the same files with `pydantic.TypeAdapter` over these classes (the first
+load of each table version and the test suite run it), and `nemo-migrate schema` derives the editor JSON Schema from
+them.
 At run time `build()` below converts the YAML data strictly (unknown or missing fields, wrong scalar types and
 values outside a Literal are errors), without importing pydantic.
 """

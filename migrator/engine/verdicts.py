@@ -11,6 +11,7 @@ import functools
 from typing import Any
 
 from migrator.engine.table import ArgumentNote, Lifecycle, ValueLifecycle
+from migrator.engine.yaml11 import resolve_yaml11, type_name
 from migrator.versions import Target, Version
 
 
@@ -25,8 +26,6 @@ def bool_spelling(value: bool) -> str:
 
 def coerce_literal(value: Any, wanted: str) -> str | None:
     """The literal a wrongly typed value most likely meant (`"True"` -> `True`, `2.0` -> `2`), or None."""
-    from migrator.yaml.document import resolve_yaml11, type_name
-
     if isinstance(value, str):
         parsed = resolve_yaml11(value.strip())
         if type_name(parsed) == wanted:

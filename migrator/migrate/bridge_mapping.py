@@ -16,7 +16,7 @@ from migrator.engine.bridge_table import BridgeTable, Nemo1Mapping, same_value
 from migrator.engine.diagnostics import Diagnostic, Location
 from migrator.engine.table import Setting, Table
 from migrator.errors import MigratorError
-from migrator.migrate.mapping import Message, MessageSeverity, py
+from migrator.migrate.mapping import Message, MessageSeverity, nemo1_config, py
 from migrator.versions import BridgeTarget, Source, Target, Version
 from migrator.yaml import checks
 from migrator.yaml.document import Document, Node, parse
@@ -182,19 +182,14 @@ def load_bridge_mapping(path: str | Path, table: Table, bridge: BridgeTable, tar
 
 def map_yaml(text: str, filename: str, table: Table, bridge: BridgeTable, target: BridgeTarget, source: Source, *,
              force: bool = False) -> BridgeMapping:
-    from migrator.yaml.bridge import bridge_kind
-
     document = parse(text, filename)
-    if any(bridge_kind(root) is not None for root in document.roots):
-        raise MigratorError(f"{filename}: already a Megatron-Bridge YAML (its top-level `checkpoint:` block holds "
-                            "Bridge fields), not a NeMo 1.0 config; lint it with `nemo-migrate lint`")
-    configs = [c for c in (checks.classify(root) for root in document.roots) if c is not None]
-    if not configs:
-        raise MigratorError(f"{filename}: not a NeMo 1.0 config (no `model:` mapping, trainer/exp_manager or "
-                            "model fields)")
-    if len(configs) > 1:
-        raise MigratorError(f"{filename}: holds {len(configs)} NeMo configs (YAML documents); migrate one at a time")
-    config = configs[0]
+    config = nemo1_config(document, filename)
+    if config.kind == "nemo2":
+        key = config.strategy[0]
+        raise MigratorError(f"{filename}:{key.start.row}:{key.start.column}: a NeMo 2.0 config (its `strategy:` "
+                            "block holds the MegatronStrategy arguments), not a NeMo 1.0 one: `--to bridge` reads "
+                            "those arguments from a NeMo 2.0 Python script, not from YAML; set the block's values "
+                            "in CheckpointConfig by hand")
     # the NeMo lint judges types, values and duplicates; its NeMo side of the target does not matter for those
     lint_target = Target(nemo=Version.parse(table.releases.default_target.nemo), megatron_core=target.megatron_core)
     findings = checks.check_document(document, table, lint_target, source)
@@ -214,7 +209,9 @@ class _YamlMapper(_Builder):
         self.handled: set[Location] = set()
 
     def run(self) -> None:
-        legacy = self.ctx.legacy_model()
+        # NeMo 1.0's dist_ckpt_* defaults concern only models that wrote megatron-core distributed checkpoints
+        # (not legacy, FSDP or non-Megatron models), as for the NeMo 2.0 destination
+        distributed = self.config.distributed
         for entry in self.bridge.mapping.nemo1:
             if entry.setting is not None:
                 setting = self.table.setting_by_key[entry.setting]
@@ -222,7 +219,7 @@ class _YamlMapper(_Builder):
                 if pair is not None:
                     self.present(entry, setting.path if self.config.kind == "training" or not setting.in_model
                                  else setting.key, pair, setting)
-                elif not legacy and (setting.in_model or self.config.kind == "training"):
+                elif distributed and (setting.in_model or self.config.kind == "training"):
                     self.absent(entry, setting)
             elif self.config.kind == "training":
                 node_pair = self.pair_at(entry.path)

@@ -9,23 +9,54 @@ from migrator.errors import MigratorError
 
 def write_bytes_atomically(path: Path, data: bytes) -> None:
     """Replace (or create) `path` in one rename; an existing file keeps its permissions. A symbolic link is
-    followed (the file it points to is replaced, the link stays); anything but a regular file is refused."""
+    followed (the file it points to is replaced, the link stays); anything but a regular file is refused.
+
+    The temporary file is created beside the target with a random name, exclusively and without following a link
+    (`mkstemp`: O_CREAT | O_EXCL | O_NOFOLLOW), so a file or link planted under a guessable name is never written
+    through. Its data is fsynced before the rename and the folder after it."""
+    import stat
+    import tempfile
+
     if path.is_symlink():
         path = path.resolve()
-    if path.exists() and not path.is_file():
-        raise MigratorError(f"{path}: not a regular file; nothing written")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.nemo-migrate.tmp")
     try:
-        with open(tmp, "wb") as handle:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        raise MigratorError(f"{path}: not a regular file; nothing written")
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".nemo-migrate.tmp")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        if path.exists():
-            os.chmod(tmp, path.stat().st_mode & 0o7777)
+        os.chmod(tmp, stat.S_IMODE(mode) if mode is not None else 0o666 & ~_umask())
         os.replace(tmp, path)
+        _fsync_folder(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems cannot fsync a folder; the data itself was synced
+        pass
+    finally:
+        os.close(fd)
 
 
 def backup(path: Path) -> tuple[Path, bool]:

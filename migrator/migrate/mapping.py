@@ -150,13 +150,7 @@ def load_mapping(path: str | Path, table: Table, target: Target, source: Source,
 def map_text(text: str, filename: str, table: Table, target: Target, source: Source, *,
              force: bool = False) -> Mapping:
     document = parse(text, filename)
-    configs = [c for c in (checks.classify(root) for root in document.roots) if c is not None]
-    if not configs:
-        raise MigratorError(f"{filename}: not a NeMo 1.0 config (no `model:` mapping, trainer/exp_manager or "
-                            "model fields)")
-    if len(configs) > 1:
-        raise MigratorError(f"{filename}: holds {len(configs)} NeMo configs (YAML documents); migrate one at a time")
-    config = configs[0]
+    config = nemo1_config(document, filename)
     if config.kind == "nemo2":
         key = config.strategy[0]
         raise MigratorError(f"{filename}:{key.start.row}:{key.start.column}: already a NeMo 2.0 config (its "
@@ -174,6 +168,24 @@ def map_text(text: str, filename: str, table: Table, target: Target, source: Sou
     mapping = Mapping(filename, target, source, force, document, config, findings=findings)
     _Mapper(mapping, table).run()
     return mapping
+
+
+def nemo1_config(document: Document, filename: str) -> checks.Config:
+    """The one config a YAML file to migrate holds (either destination); MigratorError (exit 2) for a file that holds
+    no NeMo config, several, or a Megatron-Bridge YAML (nothing to migrate from it)."""
+    configs = [c for c in (checks.classify(root) for root in document.roots) if c is not None]
+    bridge = next((c for c in configs if c.kind == "bridge"), None)
+    if bridge is not None:
+        key = bridge.checkpoint[0]
+        raise MigratorError(f"{filename}:{key.start.row}:{key.start.column}: already a Megatron-Bridge YAML (its "
+                            "top-level `checkpoint:` block holds Bridge fields), not a NeMo 1.0 config; lint it "
+                            "with `nemo-migrate lint`")
+    if not configs:
+        raise MigratorError(f"{filename}: not a NeMo 1.0 config (no `model:` mapping, trainer/exp_manager or "
+                            "model fields)")
+    if len(configs) > 1:
+        raise MigratorError(f"{filename}: holds {len(configs)} NeMo configs (YAML documents); migrate one at a time")
+    return configs[0]
 
 
 # ================================================================================================= the mapping

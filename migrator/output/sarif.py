@@ -19,6 +19,7 @@ from urllib.parse import quote
 from migrator.engine.diagnostics import Diagnostic, FileResult, Location
 from migrator.engine.table import LintRule, load_table
 from migrator.output.common import TOOL, display_path, error_position, fingerprints, homepage, rule_url
+from migrator.output.rule_doc import render_rule
 
 SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 LEVEL = {"error": "error", "warning": "warning", "info": "note"}
@@ -38,8 +39,6 @@ def _region(start: Location, end: Location) -> dict[str, int]:
 
 
 def rule_descriptor(rule: LintRule) -> dict[str, Any]:
-    from migrator.cli.rule_cmd import render_rule
-
     documentation = render_rule(rule)
     return {
         "id": rule.code,

@@ -21,10 +21,9 @@ from pathlib import Path
 import libcst as cst
 
 from migrator.errors import MigratorError
-from migrator.migrate.bridge_mapping import BridgeField, BridgeMapping
+from migrator.migrate.bridge_mapping import BridgeMapping
 from migrator.migrate.mapping import py
-from migrator.python.calls import keyword_arg
-from migrator.python.emit import INDENT, check_code, comment_lines, message_lines, newline_then
+from migrator.python.emit import check_code, comment_lines, keyword_call, message_lines
 
 
 def header_text(mapping: BridgeMapping, tool: str = "migrate-config") -> str:
@@ -37,19 +36,6 @@ def omitted_texts(mapping: BridgeMapping) -> list[str]:
     explained = {m.setting for m in mapping.messages if m.severity != "info"}
     return [f"not carried: {o.setting}: {py(o.value)}: {o.reason}" for o in mapping.omitted
             if o.setting not in explained]
-
-
-def config_call(fields: list[BridgeField]) -> cst.Call:
-    func = cst.Name("CheckpointConfig")
-    if not fields:
-        return cst.Call(func=func)
-    args = []
-    for index, item in enumerate(fields):
-        last = index == len(fields) - 1
-        arg = keyword_arg(item.name, item.value)
-        args.append(arg.with_changes(comma=cst.Comma(whitespace_after=newline_then("" if last else INDENT,
-                                                                                   item.comment))))
-    return cst.Call(func=func, args=args, whitespace_before_args=newline_then(INDENT))
 
 
 def build_module(mapping: BridgeMapping) -> cst.Module:
@@ -65,7 +51,7 @@ def build_module(mapping: BridgeMapping) -> cst.Module:
         dotted = cst.Attribute(value=dotted, attr=cst.Name(part))
     imports = cst.SimpleStatementLine(body=[cst.ImportFrom(module=dotted, names=[cst.ImportAlias(name=cst.Name(name))])])
     assign = cst.SimpleStatementLine(
-        body=[cst.Assign(targets=[cst.AssignTarget(cst.Name("checkpoint"))], value=config_call(mapping.fields))],
+        body=[cst.Assign(targets=[cst.AssignTarget(cst.Name("checkpoint"))], value=keyword_call(cst.Name("CheckpointConfig"), mapping.fields))],
         leading_lines=notes,
     )
     footer = [cst.EmptyLine(), *comment_lines("cfg = ConfigContainer(..., checkpoint=checkpoint), or on a recipe's "

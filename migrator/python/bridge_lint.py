@@ -22,8 +22,6 @@ from migrator.engine.diagnostics import Diagnostic, Edit, Fix, Location
 from migrator.engine.table import Table
 from migrator.python.bridge_from_nemo2 import literal
 from migrator.python.calls import NOT_LITERAL, _absolute, package_of
-from migrator.python.names import BRIDGE_MARKERS as MARKERS  # noqa: F401 (re-exported)
-from migrator.python.names import needs_bridge_check  # noqa: F401 (re-exported)
 from migrator.versions import BridgeTarget
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import libcst as cst
 
@@ -55,8 +56,9 @@ def newline_then(indent: str, comment: str | None = None) -> cst.ParenthesizedWh
                                        last_line=cst.SimpleWhitespace(indent))
 
 
-def strategy_call(arguments: list[MappedArgument]) -> cst.Call:
-    func = cst.Attribute(value=cst.Name("nl"), attr=cst.Name("MegatronStrategy"))
+def keyword_call(func: cst.BaseExpression, arguments: list[Any]) -> cst.Call:
+    """`func(name=value,  # comment` one keyword a line) from items with `name`, `value` and `comment`: the layout of
+    every emitted call (NeMo 2.0's MegatronStrategy, Bridge's CheckpointConfig)."""
     if not arguments:
         return cst.Call(func=func)
     args = []
@@ -66,6 +68,10 @@ def strategy_call(arguments: list[MappedArgument]) -> cst.Call:
         args.append(arg.with_changes(comma=cst.Comma(whitespace_after=newline_then("" if last else INDENT,
                                                                                    argument.comment))))
     return cst.Call(func=func, args=args, whitespace_before_args=newline_then(INDENT))
+
+
+def strategy_call(arguments: list[MappedArgument]) -> cst.Call:
+    return keyword_call(cst.Attribute(value=cst.Name("nl"), attr=cst.Name("MegatronStrategy")), arguments)
 
 
 def build_module(mapping: Mapping) -> cst.Module:

@@ -23,11 +23,11 @@ from typing import Any
 from migrator.engine.diagnostics import Diagnostic, Edit, Fix, Location
 from migrator.engine.table import Argument, Table
 from migrator.engine.verdicts import closest, closest_allowed, coerce_literal, lifecycle_stage, note_applies, with_article
+from migrator.engine.yaml11 import type_name
 from migrator.errors import MigratorError
 from migrator.migrate.mapping import Mapping, config_mapping, py
 from migrator.python.names import NOT_LITERAL, same_value
 from migrator.versions import Target, Version
-from migrator.yaml.document import type_name
 
 BOM = "\ufeff"
 MARKER = "MegatronStrategy"  # a file that never names the class has nothing to check
@@ -41,16 +41,42 @@ def parses(text: str, filename: str) -> bool:
     try:
         cst.parse_module(text)
         compile(text, filename, "exec", dont_inherit=True)
-    except (cst.ParserSyntaxError, SyntaxError, ValueError):
+    except (cst.ParserSyntaxError, SyntaxError, ValueError, RecursionError, MemoryError):
         return False
     return True
 
 
+def syntax_check(text: str | bytes, filename: str, shift: int = 0) -> ast.Module:
+    """CPython's own parser judges the syntax first: it is fast, and LibCST spends time growing with the square of
+    an expression's length on code that does not parse (minutes for a 20,000-term sum) or is nested deeper than
+    CPython compiles (RecursionError, reported by the caller)."""
+    try:
+        return ast.parse(text, filename)
+    except SyntaxError as exc:
+        raise MigratorError(f"{filename}:{exc.lineno or 1}:{(exc.offset or 0) + (exc.lineno == 1) * shift}: "
+                            f"Python syntax error: {exc.msg}") from None
+    except ValueError as exc:  # a NUL byte
+        raise MigratorError(f"{filename}: Python syntax error: {exc}") from None
+
+
+def too_deep(filename: str) -> MigratorError:
+    return MigratorError(f"{filename}: Python code nested too deeply to analyse (CPython's own compiler refuses it "
+                         "too); not checked")
+
+
 def check_text(text: str, filename: str, table: Table, options: Any) -> list[Diagnostic]:
+    try:
+        return _check_text(text, filename, table, options)
+    except (RecursionError, MemoryError):
+        raise too_deep(filename) from None
+
+
+def _check_text(text: str, filename: str, table: Table, options: Any) -> list[Diagnostic]:
     shift = 1 if text.startswith(BOM) else 0  # LibCST drops a BOM; columns on row 1 move by one
     text = text.removeprefix(BOM)
     if MARKER not in text:
         return []  # no strategy call can be written without the class's name: nothing to parse
+    tree = syntax_check(text, filename, shift)
     mapping = None
     if getattr(options, "config_path", None) is not None:
         mapping = config_mapping(str(options.config_path), table, options.target, options.source)
@@ -58,10 +84,9 @@ def check_text(text: str, filename: str, table: Table, options: Any) -> list[Dia
         from migrator.python import ast_calls
 
         try:
-            tree = ast.parse(text, filename)
             calls = ast_calls.find_calls(tree, text, table, filename)
-        except (SyntaxError, ValueError, ast_calls.Unsupported):
-            pass  # LibCST decides (and words a syntax error as it always has)
+        except ast_calls.Unsupported:
+            pass  # LibCST decides
         else:
             return _AstChecker(text, filename, table, options.target, None, shift).run(calls)
     return _cst_check(text, filename, table, options.target, mapping, shift)
@@ -93,11 +118,9 @@ def comment_starts(text: str, filename: str, wanted: set[int]) -> dict[int, int]
             if token.type == tokenize.COMMENT and token.start[0] in wanted:
                 row, column = token.start
                 starts[row] = column + 1 + (shift if row == 1 else 0)
-    except (tokenize.TokenError, SyntaxError):
+    except (tokenize.TokenError, SyntaxError, RecursionError):
         return None
     return starts
-
-
 
 
 class _Checker:

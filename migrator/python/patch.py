@@ -26,6 +26,7 @@ from migrator.engine.table import Table
 from migrator.errors import MigratorError
 from migrator.migrate.mapping import Mapping, MappedArgument, py
 from migrator.python.calls import NOT_LITERAL, StrategyCall, find_calls, keyword_arg, quote_of, same_value, value_node
+from migrator.python.lint import syntax_check, too_deep
 
 
 @dataclass
@@ -233,6 +234,8 @@ def parse_source(data: bytes | str, filename: str) -> cst.Module:
                             f"{exc.message}") from None
     except (UnicodeDecodeError, LookupError, SyntaxError) as exc:
         raise MigratorError(f"{filename}: cannot decode: {exc}") from None
+    except (RecursionError, MemoryError):
+        raise too_deep(filename) from None
 
 
 def plan_module(module: cst.Module, filename: str, mapping: Mapping, table: Table
@@ -253,6 +256,14 @@ def plan_module(module: cst.Module, filename: str, mapping: Mapping, table: Tabl
 def patch_bytes(data: bytes, filename: str, mapping: Mapping, table: Table) -> FilePatch:
     """Patch one file's bytes in memory. Raises MigratorError (the file stays untouched) if it does not parse, or if
     the result would not parse, compile or be stable under a second run."""
+    try:
+        return _patch_bytes(data, filename, mapping, table)
+    except (RecursionError, MemoryError):
+        raise too_deep(filename) from None
+
+
+def _patch_bytes(data: bytes, filename: str, mapping: Mapping, table: Table) -> FilePatch:
+    syntax_check(data, filename)
     module = parse_source(data, filename)
     wrapper, plans = plan_module(module, filename, mapping, table)
     if not any(p.changes and not p.blocked for p in plans):
@@ -266,7 +277,7 @@ def patch_bytes(data: bytes, filename: str, mapping: Mapping, table: Table) -> F
 def _compiles(data: bytes, filename: str) -> bool:
     try:
         compile(data, filename, "exec", dont_inherit=True)
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
         return False
     return True
 

@@ -15,10 +15,11 @@ from migrator.engine.table import Condition, Setting, Table
 from migrator.engine.verdicts import (
     bool_spelling, closest, closest_allowed, coerce_literal, lifecycle_stage, note_applies, with_article,
 )
-from migrator.versions import Source, Target, Version
+from migrator.versions import BridgeTarget, Source, Target, Version
+from migrator.yaml.bridge import check_bridge
 from migrator.yaml.document import Document, Node, type_name
 from migrator.yaml.strategy_block import check_strategy_block
-from migrator.yaml.kinds import MCORE_FLAGS, MODEL_FIELDS, TRAINING_MARKERS, Config, classify  # noqa: F401
+from migrator.yaml.kinds import MCORE_FLAGS, Config, classify
 
 UNKNOWN = object()  # a value that cannot be known statically (absent with no known default, or an interpolation)
 
@@ -403,7 +404,7 @@ def non_distributed_checkpoint(ctx: Context) -> None:
 def legacy_remedy(family: str) -> str:
     """What to do with a pre-megatron-core model's checkpoints, by model family."""
     if family == "GPT":
-        return "convert them with NeMo 1.0's convert_gpt_nemo_to_mcore.py first"
+        return "`nemo-migrate convert` converts them (and their .nemo files) to NeMo 2.0 directly"
     # NeMo ships converters for GPT only (scripts/checkpoint_converters/convert_gpt_nemo_to_mcore.py, v1.23 to v2.4)
     return (f"NeMo has no converter for legacy {family} checkpoints: train with the megatron-core model "
             f"(mcore_{family.lower()}: True) before moving to NeMo 2.0, or keep NeMo 1.0 for these checkpoints")
@@ -472,11 +473,17 @@ FILE_RULES: list[Callable[[Context], None]] = [
 
 
 # ================================================================================================ entry point
-def check_document(document: Document, table: Table, target: Target, source: Source) -> list[Diagnostic]:
+def check_document(document: Document, table: Table, target: Target, source: Source,
+                   bridge_target: BridgeTarget | None = None) -> list[Diagnostic]:
+    """Every finding on a YAML file, each document judged by its kind (`bridge_target`: where a Megatron-Bridge
+    YAML is judged, None: the newest release)."""
     findings: list[Diagnostic] = []
     for root in document.roots:
         config = classify(root)
         if config is None:
+            continue
+        if config.kind == "bridge":
+            findings.extend(check_bridge(document, config, table, bridge_target))
             continue
         ctx = Context(document, config, table, target, source)
         if config.kind == "nemo2":

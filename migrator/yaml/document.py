@@ -13,30 +13,16 @@ a YAML 1.2 tool reads the same text differently.
 """
 from __future__ import annotations
 
-import math
+import bisect
 import re
 from collections.abc import Container, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from migrator.engine.diagnostics import Location
+from migrator.engine.yaml11 import resolve_yaml11, type_name
 from migrator.errors import MigratorError
 
-_BOOL_11 = {
-    **dict.fromkeys(["yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON"], True),
-    **dict.fromkeys(["no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF"], False),
-}
-_NULL = {"~", "null", "Null", "NULL", ""}
-_INT_11 = re.compile(
-    r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+"
-    r"|[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+)$"
-)
-# PyYAML's float resolver and the one OmegaConf adds (exponent without a dot); either one makes a float
-_FLOAT_11 = re.compile(
-    r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)"
-    r"|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*"
-    r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
-)
 # The YAML 1.2 core schema as ruamel.yaml resolves plain scalars (first characters, then the patterns in order);
 # a timestamp is neither of the types a finding names.
 _YAML12 = [
@@ -62,60 +48,6 @@ def yaml12_type(text: str) -> str | None:
         if text[0] in first and pattern.match(text):
             return kind
     return "str"
-
-
-def type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {bool: "bool", int: "int", float: "float", str: "str"}.get(type(value), type(value).__name__)
-
-
-def resolve_yaml11(text: str) -> Any:
-    """The Python value OmegaConf/PyYAML gives a plain (unquoted) scalar."""
-    if text in _BOOL_11:
-        return _BOOL_11[text]
-    if text in _NULL:
-        return None
-    if _INT_11.match(text):
-        return _int_11(text)
-    if _FLOAT_11.match(text):
-        return _float_11(text)
-    return text
-
-
-def _int_11(text: str) -> int:
-    t = text.replace("_", "")
-    sign = -1 if t.startswith("-") else 1
-    t = t.lstrip("+-")
-    if t == "0":
-        return 0
-    if t.startswith("0b"):
-        return sign * int(t[2:], 2)
-    if t.startswith("0x"):
-        return sign * int(t[2:], 16)
-    if t.startswith("0"):
-        return sign * int(t, 8)
-    if ":" in t:
-        value = 0
-        for part in t.split(":"):
-            value = value * 60 + int(part)
-        return sign * value
-    return sign * int(t)
-
-
-def _float_11(text: str) -> float:
-    t = text.replace("_", "").lower()
-    if t.endswith(".inf"):
-        return -math.inf if t.startswith("-") else math.inf
-    if t.endswith(".nan"):
-        return math.nan
-    if ":" in t:
-        sign = -1 if t.startswith("-") else 1
-        value = 0.0
-        for part in t.lstrip("+-").split(":"):
-            value = value * 60 + float(part)
-        return sign * value
-    return float(t)
 
 
 class Node:
@@ -145,21 +77,19 @@ class Node:
     # ------------------------------------------------------------------------------------------- positions
     @property
     def start(self) -> Location:
-        mark = self._y.start_mark
-        return Location(mark.line + 1, mark.column + 1)
+        return self._tree.locate(self._y.start_mark.index)
 
     @property
     def end(self) -> Location:
-        mark = self._y.end_mark
-        return Location(mark.line + 1, mark.column + 1)
+        return self._tree.locate(self._y.end_mark.index)
 
     @property
     def start_index(self) -> int:
-        return self._y.start_mark.index
+        return self._tree.locate.index(self._y.start_mark.index)
 
     @property
     def end_index(self) -> int:
-        return self._y.end_mark.index
+        return self._tree.locate.index(self._y.end_mark.index)
 
     # ------------------------------------------------------------------------------------------- scalars
     @property
@@ -321,11 +251,12 @@ class Node:
 class _Tree:
     """The Nodes of one parsed text, one per PyYAML node."""
 
-    __slots__ = ("memo", "merges", "scalar", "kinds")
+    __slots__ = ("kinds", "locate", "memo", "merges", "scalar")
 
-    def __init__(self, merges: bool):
+    def __init__(self, merges: bool, locate: Locator):
         from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
+        self.locate = locate
         self.memo: dict[int, Node] = {}
         self.merges = merges  # the text may hold a merge key: every node is converted when parsed
         self.scalar = ScalarNode
@@ -375,7 +306,7 @@ class _Tree:
             for source in value.value if isinstance(value, SequenceNode) else [value]:
                 if not isinstance(source, MappingNode):
                     raise MergeError("expected a mapping or list of mappings for merging (`<<`)",
-                                     Location(source.start_mark.line + 1, source.start_mark.column + 1))
+                                     self.locate(source.start_mark.index))
                 sources.append(self.convert(source))
                 flat.extend(sources[-1].items)
         own_keys = {k.raw for k, _ in own if k.kind == "scalar"}
@@ -394,21 +325,48 @@ class Document:
     roots: list[Node]  # one per YAML document in the stream (usually one)
 
 
+class Locator:
+    """Positions from the parser's character index: rows counted at line feeds only, as the fix applier, the
+    suppression scan and Python's tokenizer count them. PyYAML's own line numbers also break at a lone CR (and at
+    NEL, LS, PS), so a `CR CR LF` shifted every row after it and a fix landed on the wrong bytes. `offset` is what
+    the parser did not see (a BOM is taken off before parsing: libyaml skips it without counting it)."""
+
+    def __init__(self, text: str, offset: int = 0):
+        self.offset = offset
+        self.starts = [0] + [m.end() for m in re.finditer("\n", text)]
+
+    def index(self, mark_index: int) -> int:
+        return mark_index + self.offset
+
+    def __call__(self, mark_index: int) -> Location:
+        index = mark_index + self.offset
+        row = bisect.bisect_right(self.starts, index)
+        return Location(row, index - self.starts[row - 1] + 1)
+
+
 def parse(text: str, filename: str) -> Document:
     """Compose every YAML document of `text`; MigratorError (one line naming the file and line) where PyYAML
-    refuses it."""
+    refuses it, or where it passes the bounds of `migrator.yaml.bounds` (size, depth, aliases)."""
     import yaml
 
+    from migrator.yaml import bounds
+
+    bounds.check_size(len(text), filename)
+    offset = 1 if text.startswith("\ufeff") else 0
+    locate = Locator(text, offset)
     try:
-        nodes = compose_all(text)
+        nodes = compose_all(text[offset:])
+        bounds.check_tree([node for node in nodes if node is not None], filename)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        where = f"{filename}:{mark.line + 1}:{mark.column + 1}" if mark else filename
+        at = locate(mark.index) if mark else None
+        where = f"{filename}:{at.row}:{at.column}" if at else filename
         problem = exc.problem or exc.context or "invalid YAML"
-        raise MigratorError(f"{filename if not mark else where}: YAML syntax error: {problem}") from None
+        raise MigratorError(f"{where}: YAML syntax error: {problem}") from None
     except yaml.reader.ReaderError as exc:
-        row = text.count("\n", 0, exc.position) + 1
-        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        position = exc.position + offset
+        row = text.count("\n", 0, position) + 1
+        column = position - (text.rfind("\n", 0, position) + 1) + 1
         code = exc.character if isinstance(exc.character, int) else ord(exc.character)
         raise MigratorError(f"{filename}:{row}:{column}: YAML error: unacceptable character #x{code:04x}") from None
     except yaml.YAMLError as exc:
@@ -418,7 +376,7 @@ def parse(text: str, filename: str) -> Document:
     # a merge key needs `<<`, or an explicit tag that names (or %-escapes) `merge`: without either the pairs of a
     # mapping are the ones written in it, and Nodes are made as rules reach them; with one, the whole tree is
     # converted now, merges applied in document order (and a bad merge is an error wherever it is)
-    tree = _Tree(merges="<<" in text or ("!" in text and ("merge" in text or "%" in text)))
+    tree = _Tree("<<" in text or ("!" in text and ("merge" in text or "%" in text)), locate)
     try:
         roots = [(tree.convert if tree.merges else tree.wrap)(node) for node in nodes if node is not None]
     except MergeError as exc:

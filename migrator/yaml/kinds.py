@@ -1,6 +1,10 @@
 """What a YAML file is, for the lint: one function, `classify`, returns the kind of config a YAML document holds.
 
-Kinds (`Config.kind`):
+Kinds (`Config.kind`), decided in this order:
+- "bridge": a Megatron-Bridge YAML (an override file or a `run_config.yaml`): its top-level `checkpoint:` mapping
+  names a Bridge `CheckpointConfig` field of any release, or targets the class. Decided before any NeMo 1.0
+  classification, since a run_config.yaml also has `model:` (Megatron-Bridge's model provider, no NeMo 1.0 model
+  block); its block is judged by the Bridge rules (NM2xx), nothing is migrated from it;
 - "training": a NeMo 1.0 training config (`model:` mapping, or `trainer`/`exp_manager`);
 - "model": the `model_config.yaml` stored in a `.nemo` (model fields at the top);
 - "nemo2": a YAML written for NeMo 2.0 (a `strategy:` block holding MegatronStrategy arguments, at the top level
@@ -38,7 +42,7 @@ ALWAYS_MCORE = {"mamba_ssm_ngroups": "Mamba", "hybrid_override_pattern": "Mamba"
 
 VIT_KEYS = frozenset({"vision_pretraining_type", "patch_dim", "img_h", "img_w"})
 
-Kind = Literal["training", "model", "nemo2"]
+Kind = Literal["training", "model", "nemo2", "bridge"]
 Checkpoints = Literal["distributed", "legacy", "inherited", "fsdp", "none"]
 
 
@@ -54,6 +58,7 @@ class Config:
     family: str | None = None  # GPT / BERT / T5 / Mamba / Griffin where the file says
     flag: tuple[Node, Node] | None = None  # the mcore_* pair that decided, if the file has one
     strategy: tuple[Node, Node] | None = None  # a NeMo 2.0 `strategy:` block (kind "nemo2")
+    checkpoint: tuple[Node, Node] | None = None  # a Megatron-Bridge top-level `checkpoint:` block (kind "bridge")
     saves: bool = True  # whether the run writes checkpoints (a training run, not evaluation or generation)
 
     def model_path(self) -> tuple[str, ...]:
@@ -69,6 +74,9 @@ def classify(root: Node) -> Config | None:
     """The kind of config one YAML document holds (None: not a NeMo config)."""
     if root.kind != "mapping":
         return None
+    checkpoint = bridge_checkpoint(root)
+    if checkpoint is not None:
+        return Config(root, "bridge", None, None, checkpoints="none", checkpoint=checkpoint)
     strategy = nemo2_strategy(root)
     if strategy is not None:
         return Config(root, "nemo2", None, None, checkpoints="none", strategy=strategy)
@@ -98,6 +106,24 @@ def saves_checkpoints(root: Node, model: Node) -> bool:
     if callback is not None and callback.kind == "scalar" and callback.value is False:
         return False
     return not (_mapping(root.get("inference")) and model.get("optim") is None)
+
+
+def bridge_checkpoint(root: Node) -> tuple[Node, Node] | None:
+    """The top-level `checkpoint:` mapping when it names a Megatron-Bridge CheckpointConfig field (of any release)
+    or a `_target_` naming the class: the mark of a Bridge YAML."""
+    pair = root.pair("checkpoint")
+    if pair is None or pair[1].kind != "mapping":
+        return None
+    keys = [str(k.raw) for k, _ in pair[1].items if k.kind == "scalar"]
+    if not keys:
+        return None
+    from migrator.engine.bridge_table import load_bridge_table  # only for files with such a block
+
+    bridge = load_bridge_table()
+    target = pair[1].get("_target_")
+    if target is not None and target.kind == "scalar" and str(target.value) in bridge.mapping.class_names:
+        return pair
+    return pair if any(bridge.lifespan(k) is not None for k in keys) else None
 
 
 def nemo2_strategy(root: Node) -> tuple[Node, Node] | None:

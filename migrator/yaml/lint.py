@@ -1,7 +1,6 @@
 """The YAML language entry points of the lint engine."""
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Any
 
@@ -21,18 +20,8 @@ def _parsed(text: str, filename: str) -> Document:
 
 
 def check_text(text: str, filename: str, table: Table, options: Any) -> list[Diagnostic]:
-    from migrator.yaml.bridge import bridge_kind, check_bridge
-
-    document = _parsed(text, filename)
-    # a Megatron-Bridge YAML (a top-level `checkpoint:` block of Bridge fields) is recognised before any NeMo 1.0
-    # classification: a run_config.yaml also has `model:`, which is no NeMo 1.0 model block
-    bridge_roots = [root for root in document.roots if bridge_kind(root) is not None]
-    nemo = document if not bridge_roots else dataclasses.replace(
-        document, roots=[root for root in document.roots if all(root is not b for b in bridge_roots)])
-    findings = check_document(nemo, table, options.target, options.source)
-    for root in bridge_roots:
-        findings += check_bridge(document, root, table, options)
-    return findings
+    return check_document(_parsed(text, filename), table, options.target, options.source,
+                          getattr(options, "bridge_target", None))
 
 
 def parses(text: str, filename: str) -> bool:

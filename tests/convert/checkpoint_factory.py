@@ -15,6 +15,7 @@ import json
 import math
 import tarfile
 import zlib
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -203,3 +204,125 @@ def read_dcp(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
 def bits(tensor: torch.Tensor) -> torch.Tensor:
     """Compare bit patterns, not values (NaN == NaN)."""
     return tensor.contiguous().view(torch.uint8)
+
+
+# ------------------------------------------------------------------------------ non-distributed (legacy) layouts
+_LOCAL_NORMS = {"self_attention.linear_qkv.layer_norm_": "input_layernorm.",
+                "mlp.linear_fc1.layer_norm_": "pre_mlp_layernorm."}
+_LEGACY_MODULES = {"self_attention.linear_qkv.": "self_attention.query_key_value.",
+                   "self_attention.linear_proj.": "self_attention.dense.",
+                   "mlp.linear_fc2.": "mlp.dense_4h_to_h.",
+                   "self_attention.linear_qkv.layer_norm_": "input_layernorm.",
+                   "mlp.linear_fc1.layer_norm_": "post_attention_layernorm."}
+
+
+def _rank_piece(key: str, value: torch.Tensor, tp: int, rank: int, gated: bool) -> torch.Tensor | tuple:
+    """Rank `rank`'s part of a TP=1 tensor, split as NeMo's megatron_change_num_partitions.py splits it."""
+    if key.endswith(("word_embeddings.weight", "output_layer.weight", "linear_qkv.weight", "linear_qkv.bias")):
+        return torch.chunk(value, tp, dim=0)[rank].clone()
+    if key.endswith(("linear_fc1.weight", "linear_fc1.bias")):
+        if not gated:
+            return torch.chunk(value, tp, dim=0)[rank].clone()
+        gate, up = torch.chunk(value, 2, dim=0)
+        return torch.chunk(gate, tp, dim=0)[rank].clone(), torch.chunk(up, tp, dim=0)[rank].clone()
+    if key.endswith(("linear_proj.weight", "linear_fc2.weight")):
+        return torch.chunk(value, tp, dim=-1)[rank].clone()
+    return value.clone()
+
+
+def split_nondist(tensors: Mapping[str, torch.Tensor], tp: int, pp: int, *, gated: bool = True,
+                  padded_rows: int | None = None, legacy: bool = False, megatron_legacy_heads: int | None = None,
+                  non_fused_glu: bool = False, o2: bool = False, extra_state: bool = True, tied: bool = False
+                  ) -> dict[str, dict[str, Any]]:
+    """The rank files (member name -> state dict) NeMo 1.0 saves for a TP x PP model whose TP=1 tensors (stacked
+    dist-checkpoint keys) are `tensors`: per-layer keys numbered inside each pipeline stage, local-spec norm names
+    (megatron-core) or `language_model` names (`legacy`), vocabulary padded to `padded_rows` (padding rows hold
+    a sentinel, 7.0), `_extra_state: None` per linear layer."""
+    layers = next(v.shape[0] for k, v in tensors.items() if ".layers." in k)
+    per_stage = layers // pp
+    prefix = "model.module." if o2 else "model."
+    files: dict[str, dict[str, Any]] = {}
+    for p in range(pp):
+        for t in range(tp):
+            state: dict[str, Any] = {}
+            for key, value in tensors.items():
+                rest = key[len("model."):]
+                if ".layers." in key:
+                    for local in range(per_stage):
+                        piece = _rank_piece(key, value[p * per_stage + local], tp, t, gated)
+                        module = rest[len("decoder.layers."):]
+                        if legacy:
+                            name = _legacy_layer_name(module, local)
+                        else:
+                            for new, old in _LOCAL_NORMS.items():
+                                if module.startswith(new):
+                                    module = old + module[len(new):]
+                            name = f"decoder.layers.{local}.{module}"
+                        if key.endswith("linear_qkv.weight") or key.endswith("linear_qkv.bias"):
+                            if megatron_legacy_heads is not None:  # [heads_r, 3, hd] -> [3, heads_r, hd]
+                                heads = megatron_legacy_heads // tp
+                                shape = piece.shape
+                                piece = piece.reshape(heads, 3, -1, *shape[1:]).transpose(0, 1).reshape(shape)
+                        if isinstance(piece, tuple):
+                            if non_fused_glu:
+                                state[prefix + name] = piece[0].contiguous()
+                                state[prefix + name.replace("dense_h_to_4h", "dense_h_to_4h_2")] = piece[1]
+                                continue
+                            piece = torch.cat(piece)
+                        state[prefix + name] = piece.contiguous()
+                        if extra_state and name.endswith(".weight") and ("linear_" in name or "dense" in name) \
+                                and "layer_norm" not in name and "layernorm" not in name:
+                            state[prefix + name[:-len("weight")] + "_extra_state"] = None
+                    continue
+                first, last = p == 0, p == pp - 1
+                if key == "model.embedding.word_embeddings.weight" and not (first or (last and tied and pp > 1)):
+                    continue
+                if key != "model.embedding.word_embeddings.weight" and not last:
+                    continue
+                if padded_rows is not None and key.endswith(("word_embeddings.weight", "output_layer.weight")):
+                    pad = torch.full((padded_rows - value.shape[0], *value.shape[1:]), 7.0, dtype=value.dtype)
+                    value = torch.cat([value, pad])
+                piece = _rank_piece(key, value, tp, t, gated)
+                if key == "model.embedding.word_embeddings.weight" and not first:  # the last stage's tied copy
+                    name = "word_embeddings.weight" if legacy else "output_layer.weight"
+                elif legacy:
+                    name = {"embedding.word_embeddings.weight": "language_model.embedding.word_embeddings.weight",
+                            "embedding.position_embeddings.weight":
+                                "language_model.embedding.position_embeddings.weight",
+                            "output_layer.weight": "language_model.output_layer.weight"}.get(
+                        rest, rest.replace("decoder.final_layernorm", "language_model.encoder.final_layernorm"))
+                else:
+                    name = rest
+                state[prefix + name] = piece
+            member = (f"mp_rank_{t:02d}/model_weights.ckpt" if pp == 1 else
+                      f"tp_rank_{t:02d}_pp_rank_{p:03d}/model_weights.ckpt") if tp * pp > 1 else "model_weights.ckpt"
+            files[member] = state
+    return files
+
+
+def _legacy_layer_name(module: str, layer: int) -> str:
+    if module.startswith("mlp.linear_fc1.") and "layer_norm" not in module:
+        module = "mlp.dense_h_to_4h." + module[len("mlp.linear_fc1."):]
+    else:
+        for new, old in sorted(_LEGACY_MODULES.items(), key=lambda item: -len(item[0])):
+            if module.startswith(new):
+                module = old + module[len(new):]
+                break
+    return f"language_model.encoder.layers.{layer}.{module}"
+
+
+def pack_nondist(path: Path, model_config: str, rank_files: Mapping[str, Mapping[str, Any]],
+                 members: Mapping[str, bytes] = {}, compress: bool = False) -> Path:
+    """A `.nemo` holding non-distributed rank files (`torch.save` of each state dict), as NeMo's save_to writes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz" if compress else "w:") as archive:
+        root = tarfile.TarInfo("./")
+        root.type = tarfile.DIRTYPE
+        archive.addfile(root)
+        for name, content in {**members, "model_config.yaml": model_config.encode()}.items():
+            _add_bytes(archive, f"./{name}", content)
+        for member, state in rank_files.items():
+            buffer = io.BytesIO()
+            torch.save(OrderedDict(state), buffer)  # what model.state_dict() is
+            _add_bytes(archive, f"./{member}", buffer.getvalue())
+    return path

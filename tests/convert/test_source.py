@@ -121,8 +121,10 @@ def _link(name: str, target: str, kind: bytes) -> tarfile.TarInfo:
     ([("model_config.yaml", b"num_layers: 2\n")], "model_weights/metadata.json: missing"),
     ([("model_config.yaml", b"a: 1\n"), ("model_weights/metadata.json", b'{"sharded_backend": "zarr2"}')],
      "unsupported sharded_backend 'zarr2'"),
-    ([("model_config.yaml", b"a: 1\n"), ("model_weights/mp_rank_00/model_weights.ckpt", b"x")],
-     "legacy (non-distributed) checkpoint"),
+    ([("model_config.yaml", b"a: 1\n"), ("mp_rank_00/model_weights.ckpt", b"x")],
+     "mp_rank_00/model_weights.ckpt: not a zip-format torch.save file"),
+    ([("model_config.yaml", b"a: 1\n"), ("model_weights.ckpt", b"PK" + b"\0" * 64)],
+     "model_weights.ckpt: not a torch.save archive (no zip end record)"),
     ([("model_config.yaml", b"[1, 2]\n"), ("model_weights/metadata.json", b"{}")], "expected a mapping"),
 ])
 def test_bad_archives_are_refused(tmp_path: Path, entries: list, expected: str) -> None:

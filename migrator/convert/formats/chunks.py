@@ -81,7 +81,18 @@ class StoredObject:
     wrapped: bool
 
 
+# The prefix every model key carries in each checkpoint kind (Megatron-Bridge keys are megatron-core's, unprefixed)
+KEY_PREFIX: dict[str, str] = {"nemo1": "model.", "nemo2": "module.", "bridge": ""}
+
+
 def rename_key(key: str, old: str = "model.", new: str = "module.") -> str:
-    """NeMo 1.0 keys start with "model."; NeMo 2.0 keys with "module.". Other keys are kept as they are."""
+    """Replace the prefix `old` by `new` (default: NeMo 1.0 "model." -> NeMo 2.0 "module."; Megatron-Bridge drops
+    it: new=""). Keys without the prefix are kept as they are. Only the index holds key names, so this is the whole
+    of the rename for every destination: the data files are not touched."""
     return new + key[len(old):] if key.startswith(old) else key
+
+
+def key_renamer(old: str, new: str):
+    """`rename_key` with fixed prefixes, as one callable (plans, the index rewrite and verify share it)."""
+    return lambda key: rename_key(key, old, new)
 

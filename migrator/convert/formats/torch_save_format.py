@@ -16,6 +16,7 @@ first byte (so an archive can sit at any offset inside a `.distcp` file).
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import struct
 import uuid
@@ -131,6 +132,58 @@ class ArchiveWriter:
         self._out.seek(data_start + size)
         self._entries.append((encoded, crc, size, header_offset))
 
+    def record_from_files(self, name: str, ranges: tuple[tuple[int, int, int], ...], size: int, *, progress=None,
+                          cancel=None) -> None:
+        """Write the record `<prefix>/<name>` as the concatenation of byte ranges of other files (`(fd, offset,
+        length)`, `size` bytes in all), copied in the kernel while a second thread computes the CRC."""
+        import threading
+
+        from migrator.convert.storage.fileops import BUFFER, check_cancel, copy_into
+
+        if sum(length for _, _, length in ranges) != size:
+            raise MigratorError(f"{name}: the ranges hold {sum(r[2] for r in ranges)} bytes for a record of {size}")
+        encoded = f"{self._prefix}/{name}".encode("utf-8")
+        self._out.flush()
+        header_offset = self._position()
+        start = self._out.tell()
+        self._out.write(self._local_header(encoded, size, header_offset))
+        self._out.flush()
+        data_start = self._out.tell()
+        result: dict[str, object] = {}
+
+        def checksum() -> None:
+            try:
+                crc = 0
+                for fd, offset, length in ranges:
+                    done = 0
+                    while done < length:
+                        check_cancel(cancel)
+                        data = os.pread(fd, min(BUFFER, length - done), offset + done)
+                        if not data:
+                            raise EOFError(f"source ended after {done} of {length} bytes")
+                        crc = zlib.crc32(data, crc)
+                        done += len(data)
+                result["crc"] = crc
+            except BaseException as error:  # noqa: BLE001 - re-raised below
+                result["error"] = error
+
+        thread = threading.Thread(target=checksum, daemon=True)
+        thread.start()
+        try:
+            position = data_start
+            for fd, offset, length in ranges:
+                copy_into(fd, offset, self._out.fileno(), position, length, progress=progress, cancel=cancel)
+                position += length
+        finally:
+            thread.join()
+        if "error" in result:
+            raise result["error"]  # type: ignore[misc]
+        crc = int(result["crc"])  # type: ignore[call-overload]
+        self._out.seek(start + 14)
+        self._out.write(struct.pack("<I", crc))
+        self._out.seek(data_start + size)
+        self._entries.append((encoded, crc, size, header_offset))
+
     def _local_header(self, encoded: bytes, size: int, header_offset: int) -> bytes:
         """Local file header + name + extra (zip64 sizes when needed, padding so the data is 64-byte aligned)."""
         zip64 = size >= _U32
@@ -188,6 +241,16 @@ class FileRange:
     cancel: object = None
 
 
+@dataclass(frozen=True)
+class FileRanges:
+    """Storage bytes that are several ranges of other open files, in order: `(fd, offset, length)` each (a merged
+    tensor-parallel tensor), copied in the kernel like a FileRange."""
+
+    ranges: tuple[tuple[int, int, int], ...]
+    progress: object = None
+    cancel: object = None
+
+
 def write_archive(out: BinaryIO, data_pkl: bytes,
                   storages: Iterable[tuple[str, int, Iterable[bytes | bytearray | memoryview] | FileRange]] = ()
                   ) -> int:
@@ -201,6 +264,9 @@ def write_archive(out: BinaryIO, data_pkl: bytes,
         if isinstance(pieces, FileRange):
             writer.record_from_file(f"data/{key}", pieces.fd, pieces.offset, size, progress=pieces.progress,
                                     cancel=pieces.cancel)
+        elif isinstance(pieces, FileRanges):
+            writer.record_from_files(f"data/{key}", pieces.ranges, size, progress=pieces.progress,
+                                     cancel=pieces.cancel)
         else:
             writer.record(f"data/{key}", pieces, size)
     writer.record("version", [b"3\n"], 2)
@@ -349,3 +415,23 @@ def tensor_layout(data: bytes | bytearray | memoryview, what: str) -> TensorLayo
     data_offset, data_length = records[f"data/{pid[2]}"]
     return TensorLayout(storage_types[storage_class], tuple(args[2]), tuple(args[3]), int(args[1]), int(pid[4]),
                         data_offset, data_length)
+
+
+def write_scalar_tensors(out: BinaryIO, values: dict[str, tuple[str, bytes]]) -> int:
+    """Write `torch.save({name: torch.tensor(value, dtype=...)})` for 0-dimensional tensors given as
+    {name: (dtype, the value's little-endian bytes)}: Megatron-Bridge's `train_state.pt`."""
+    state = {}
+    storages = []
+    for index, (name, (dtype, raw)) in enumerate(values.items()):
+        if len(raw) != STORAGE_BYTES[dtype]:
+            raise MigratorError(f"{name}: {len(raw)} bytes for one {dtype} value")
+        storage = PersistentRef(("storage", stand_in("torch", STORAGE_TYPES[dtype]), str(index), "cpu", 1))
+        hooks = make_object("collections", "OrderedDict", via="reduce")
+        state[name] = make_object("torch._utils", "_rebuild_tensor_v2", storage, 0, (), (), False, hooks,
+                                  via="reduce")
+        storages.append((str(index), len(raw), [raw]))
+    return write_archive(out, dump_stand_ins(state, protocol=2), storages)
+
+
+STORAGE_BYTES: dict[str, int] = {"bfloat16": 2, "float16": 2, "float32": 4, "float64": 8, "int8": 1, "uint8": 1,
+                                 "int16": 2, "int32": 4, "int64": 8, "bool": 1}

@@ -42,24 +42,36 @@ def is_core_attention(key: str) -> bool:
 
 
 def plan_objects(objects: Mapping[str, StoredObject], model_config: Mapping[str, Any], reset_attention: bool,
-                 warn: Callable[[str], None]) -> list[ObjectPlan]:
-    """One ObjectPlan per output object, in key order."""
+                 warn: Callable[[str], None], rename: Callable[[str], str] = rename_key,
+                 te_model: bool | None = None) -> list[ObjectPlan]:
+    """One ObjectPlan per output object, in key order (`rename`: source key -> output key).
+
+    `te_model`: whether the model that loads the output may be a Transformer Engine one, which then needs the
+    attention objects (default: what model_config.yaml's `transformer_engine` says, as NeMo 1.0 built it)."""
     plans = []
     for key in sorted(objects):
         action = "reset" if reset_attention and is_core_attention(key) else "carry"
-        plans.append(ObjectPlan(key, rename_key(key), objects[key], action))
+        plans.append(ObjectPlan(key, rename(key), objects[key], action))
     if reset_attention and any(p.action == "reset" for p in plans):
         warn(f"{CORE_ATTENTION}: reset to an empty state in every layer (--reset-attention-extra-state)")
 
     has_attention = any(is_core_attention(k) for k in objects)
     linear = [m for k in objects if k.split("/", 1)[0].endswith(_TE_LINEAR) for m in [_SHARD.search(k)] if m]
-    if model_config.get("transformer_engine") and linear and not has_attention:
+    if te_model is None:
+        te_model = bool(model_config.get("transformer_engine"))
+    if te_model and linear and not has_attention:
         prefix = next(k for k in objects if k.split("/", 1)[0].endswith(_TE_LINEAR)).split(_TE_LINEAR)[0]
         layers = int(linear[0].group(2))
         for layer in range(layers):
             key = f"{prefix}{CORE_ATTENTION}/shard_{layer}_{layers}"
-            plans.append(ObjectPlan(key, rename_key(key), None, "add"))
-        warn(f"{CORE_ATTENTION}: missing in this Transformer Engine checkpoint (made with an older Transformer "
-             f"Engine); writing {layers} empty placeholders, so a NeMo 2.0 model that expects them keeps its "
-             "freshly initialised attention state (what NeMo's own converter does)")
+            plans.append(ObjectPlan(key, rename(key), None, "add"))
+        if model_config.get("transformer_engine"):
+            warn(f"{CORE_ATTENTION}: missing in this Transformer Engine checkpoint (made with an older Transformer "
+                 f"Engine); writing {layers} empty placeholders, so a NeMo 2.0 model that expects them keeps its "
+                 "freshly initialised attention state (what NeMo's own converter does)")
+        else:
+            warn(f"{CORE_ATTENTION}: not in this checkpoint (saved without Transformer Engine attention); writing "
+                 f"{layers} empty placeholders, which a Transformer Engine model (Megatron-Bridge's default layer "
+                 "spec wherever Transformer Engine is installed) requests and initialises afresh; a local-spec "
+                 "model ignores them")
     return sorted(plans, key=lambda p: p.new_key)

@@ -65,7 +65,7 @@ def _normalization(cfg: dict[str, Any], default: str) -> tuple[str, bool]:
                         f"(layernorm, layernorm1p, rmsnorm)")
 
 
-def _activation(cfg: dict[str, Any]) -> tuple[str, bool]:
+def activation(cfg: dict[str, Any]) -> tuple[str, bool]:
     activation = str(cfg.get("activation", "gelu"))
     if activation not in _ACTIVATIONS:
         raise MigratorError(f"{YAML}: activation: {activation!r} has no NeMo 2.0 equivalent "
@@ -81,8 +81,10 @@ def _activation(cfg: dict[str, Any]) -> tuple[str, bool]:
 
 def _refuse_unsupported(cfg: dict[str, Any]) -> None:
     if cfg.get("mcore_gpt") is False:
-        raise MigratorError(f"{YAML}: mcore_gpt: false is a legacy (non megatron-core) checkpoint; convert it "
-                            f"with NeMo 1.0's convert_gpt_nemo_to_mcore.py first")
+        raise MigratorError(f"{YAML}: mcore_gpt: false is a legacy (non megatron-core) model, but these tensors "
+                            f"are a megatron-core distributed checkpoint (pre-megatron-core models save "
+                            f"model_weights.ckpt / mp_rank_XX/, which convert reads); the config does not "
+                            f"describe this checkpoint")
     if cfg.get("apply_embedding_scaling", False):
         raise MigratorError(f"{YAML}: apply_embedding_scaling: true has no NeMo 2.0 GPT config equivalent")
     if cfg.get("mcore_customization_config"):
@@ -117,7 +119,7 @@ def gpt_fields(cfg: dict[str, Any]) -> dict[str, Any]:
         raise MigratorError(f"{YAML}: position_embedding_type: {position!r} is not implemented by "
                             f"megatron-core (learned_absolute, rope, none)")
     normalization, zero_centered = _normalization(cfg, "layernorm")
-    activation_func, gated = _activation(cfg)
+    activation_func, gated = activation(cfg)
     seq_length = cfg.get("encoder_seq_length", cfg.get("seq_length", cfg.get("max_position_embeddings")))
     window = cfg.get("window_size")
     values: dict[str, Any] = {

@@ -147,21 +147,22 @@ def _member_name(reference: str) -> str:
 
 
 def _read(read_member: ReadMember | None, reference: str, what: str) -> tuple[str, bytes | Path]:
-    """A tokenizer file named in model_config.yaml: a `.nemo` member (`nemo:<name>`), else a local file."""
+    """A tokenizer file named in model_config.yaml: a member of the checkpoint (`nemo:<name>` or a relative name),
+    never a file outside it. An absolute name or one that climbs out with `..` (`/etc/passwd`,
+    `/proc/self/environ`, a path on the training cluster) is never read implicitly: the user passes the file with
+    --tokenizer_path."""
     name = _member_name(reference)
+    if os.path.isabs(name) or os.path.normpath(name).split(os.sep)[0] == "..":
+        raise MigratorError(f"model_config.yaml: {what} {reference!r} names a file outside the checkpoint, which is "
+                            f"never read implicitly; pass it with --tokenizer_path")
     if read_member is not None:
         try:
             return os.path.basename(name), read_member(name)
         except (KeyError, FileNotFoundError, MigratorError) as e:
-            if reference.startswith("nemo:"):
-                why = f" ({e})" if isinstance(e, MigratorError) else ""
-                raise MigratorError(f"{name}: {what} named by model_config.yaml is not in the checkpoint{why}; "
-                                    f"pass --tokenizer_path") from None
-    local = Path(name).expanduser()
-    if local.is_file():
-        return local.name, local
-    raise MigratorError(f"model_config.yaml: {what} {reference!r} is neither in the checkpoint nor a local file; "
-                        f"pass --tokenizer_path")
+            why = f" ({e})" if isinstance(e, MigratorError) else ""
+            raise MigratorError(f"{name}: {what} named by model_config.yaml is not in the checkpoint{why}; "
+                                f"pass --tokenizer_path") from None
+    raise MigratorError(f"model_config.yaml: {what} {reference!r} is not in the checkpoint; pass --tokenizer_path")
 
 
 def _local_folder(name: str, input_dir: Path | None) -> Path | None:

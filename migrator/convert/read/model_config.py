@@ -10,9 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from migrator.errors import MigratorError
+from migrator.yaml import bounds
 from migrator.yaml.document import resolve_yaml11
 
-def _to_python(node: Any, memo: dict[int, Any]) -> Any:
+
+def _to_python(node: Any, memo: dict[int, Any], what: str) -> Any:
     from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
     if id(node) in memo:
@@ -22,19 +24,26 @@ def _to_python(node: Any, memo: dict[int, Any]) -> Any:
     if isinstance(node, SequenceNode):
         items: list[Any] = []
         memo[id(node)] = items
-        items.extend(_to_python(child, memo) for child in node.value)
+        items.extend(_to_python(child, memo, what) for child in node.value)
         return items
     if isinstance(node, MappingNode):
         mapping: dict[Any, Any] = {}
         memo[id(node)] = mapping
         for key_node, value_node in node.value:
+            line = key_node.start_mark.line + 1
             if str(key_node.tag) == "tag:yaml.org,2002:merge":  # `<<: *anchor`
-                merged = _to_python(value_node, memo)
-                for source in merged if isinstance(merged, list) else [merged]:
+                merged = _to_python(value_node, memo, what)
+                sources = merged if isinstance(merged, list) else [merged]
+                if not all(isinstance(source, dict) for source in sources):
+                    raise MigratorError(f"{what}:{line}: a merge key (<<) must name a mapping or a list of mappings")
+                for source in sources:
                     for k, v in source.items():
                         mapping.setdefault(k, v)
                 continue
-            mapping[_to_python(key_node, memo)] = _to_python(value_node, memo)
+            if not isinstance(key_node, ScalarNode):
+                raise MigratorError(f"{what}:{line}: a mapping key must be a scalar, not a "
+                                    f"{'list' if isinstance(key_node, SequenceNode) else 'mapping'}")
+            mapping[_to_python(key_node, memo, what)] = _to_python(value_node, memo, what)
         return mapping
     return None
 
@@ -44,16 +53,21 @@ def load_model_config(text: bytes | str, what: str) -> dict[str, Any]:
     from ruamel.yaml import YAML
     from ruamel.yaml.error import YAMLError
 
+    bounds.check_size(len(text), what)
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError as error:
             raise MigratorError(f"{what}: not UTF-8 text ({error})") from None
     try:
-        node = YAML(typ="rt").compose(text)
+        node = bounds.bounded_ruamel(YAML(typ="rt"), what).compose(text)
     except YAMLError as error:
         raise MigratorError(f"{what}: YAML error: {str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
-    config = _to_python(node, {}) if node is not None else None
+    except RecursionError:
+        raise MigratorError(f"{what}: YAML nested too deeply to read") from None
+    if node is not None:
+        bounds.check_tree([node], what)
+    config = _to_python(node, {}, what) if node is not None else None
     if not isinstance(config, dict):
         raise MigratorError(f"{what}: expected a mapping of model settings, found {type(config).__name__}")
     return config

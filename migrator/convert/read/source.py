@@ -12,7 +12,9 @@ duplicate names. Every problem is a one-line MigratorError naming the file, memb
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import lzma
 import os
 import tarfile
 import zlib
@@ -22,6 +24,7 @@ from typing import Any, BinaryIO, Iterable, Iterator
 from migrator.convert.formats.chunks import StoredChunk, StoredObject
 from migrator.convert.formats.types import TensorInfo
 from migrator.convert.read.model_config import load_model_config
+from migrator.convert.read.nonsharded import NonShardedIndex, is_nonsharded_member, open_rank_files
 from migrator.convert.read.torch_dist import DcpIndex, parse_dcp_metadata
 from migrator.convert.read.zarr import ZarrArray, build_zarr_index, is_zarr_chunk_member, parse_zarray
 from migrator.convert.storage.fileops import FileSlice, copy_file, copy_range, copy_stream, link_or_copy
@@ -32,11 +35,33 @@ CONFIG_MEMBER = "model_config.yaml"
 BACKEND_FILE = f"{WEIGHTS_DIR}/metadata.json"
 DCP_INDEX = f"{WEIGHTS_DIR}/.metadata"
 SMALL_MEMBER_LIMIT = 256 << 20  # a compressed tar's non-data members up to this size are kept in memory
-_DECOMPRESSION_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError)
+_DECOMPRESSION_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError, lzma.LZMAError)
+
+
+def _decompressed(path: Path) -> BinaryIO | None:
+    """A decompressing reader that verifies the stream's checksums (Python's gzip, bz2, lzma modules), or None for
+    an uncompressed file: tarfile's own stream reader decompresses gzip without ever checking its CRC, so a corrupt
+    `.nemo.gz` converted with exit 0."""
+    import bz2
+    import gzip
+    import lzma
+
+    with open(path, "rb") as handle:
+        magic = handle.read(6)
+    if magic[:2] == b"\x1f\x8b":
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    if magic[:3] == b"BZh":
+        return bz2.open(path, "rb")  # type: ignore[return-value]
+    if magic == b"\xfd7zXZ\x00":
+        return lzma.open(path, "rb")  # type: ignore[return-value]
+    return None
 
 
 def is_data_member(name: str) -> bool:
-    """Bulk tensor data (read as a stream, never cached): torch_dist `.distcp` files and zarr chunk files."""
+    """Bulk tensor data (read as a stream, never cached): torch_dist `.distcp` files, zarr chunk files and
+    non-distributed `model_weights.ckpt` rank files."""
+    if is_nonsharded_member(name):
+        return True
     if not name.startswith(WEIGHTS_DIR + "/"):
         return False
     relative = name[len(WEIGHTS_DIR) + 1:]
@@ -59,6 +84,11 @@ class Source:
 
     kind: str = ""
     random_access: bool = True
+    linkable: bool = False  # members are plain files that --link can hard-link
+    key_prefix: str = "model."  # the prefix of the model's keys in this kind of checkpoint
+    key_origin: str = "NeMo 1.0"
+    dropped_bytes: int = 0  # bytes of stored state in the data files that is not converted (NeMo 2.0 optimizer)
+    dropped_what: str = ""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -70,6 +100,8 @@ class Source:
         self.chunks: dict[str, list[StoredChunk]] = {}
         self.objects: dict[str, StoredObject] = {}
         self.dcp_index: DcpIndex | None = None
+        self.nonsharded: NonShardedIndex | None = None  # backend "non-distributed": the rank files
+        self.notes: list[str] = []  # what the reader did that the user should know (e.g. spilled to disk)
 
     # --- member access (subclasses) ---
     def read_member(self, name: str) -> bytes:
@@ -129,11 +161,9 @@ class Source:
 
     def _load_weights_index(self) -> None:
         if not self.has_member(BACKEND_FILE):
-            legacy = [n for n in self.members if n.endswith("model_weights.ckpt")]
-            if legacy:
-                raise MigratorError(f"{self.describe(legacy[0])}: a legacy (non-distributed) checkpoint; NeMo 2.0 "
-                                    "loads only distributed checkpoints (convert it with NeMo's "
-                                    "convert_gpt_nemo_to_mcore.py first)")
+            if any(is_nonsharded_member(n) for n in self.members):
+                self._index_nonsharded()
+                return
             raise MigratorError(f"{self.describe(BACKEND_FILE)}: missing (no distributed checkpoint in "
                                 f"{WEIGHTS_DIR}/)")
         try:
@@ -160,6 +190,31 @@ class Source:
             self._check_range(obj.member, obj.byte_offset + obj.byte_length, key)
         self.dcp_index = index
         self.tensors, self.chunks, self.objects = index.tensors, index.chunks, index.objects
+
+    def _index_nonsharded(self) -> None:
+        """A non-distributed checkpoint (`model_weights.ckpt`, `mp_rank_XX/`, `tp_rank_XX_pp_rank_YYY/`): index the
+        rank files; the merge reads them later, tensor by tensor."""
+        members = {n: size for n, size in self.members.items() if is_nonsharded_member(n)}
+        try:
+            self._prepare_random_access(sorted(members))
+            ranks = open_rank_files(members, self.open_member, self.describe)
+            self.nonsharded = NonShardedIndex(ranks, self.model_config, self.describe)
+            self.backend = "non-distributed"
+            self.tensors = self.nonsharded.tensors()
+        except BaseException:
+            self.close()  # the constructor fails: nobody else will (spilled files, open descriptors)
+            raise
+
+    def _prepare_random_access(self, members: list[str]) -> None:
+        """Make `open_member` work for these members (a compressed tar spills them to disk)."""
+
+    @property
+    def arch_config(self) -> dict[str, Any]:
+        """The model config the architecture is derived from: a pre-megatron-core checkpoint is read as the
+        megatron-core model its tensors are mapped to."""
+        if self.nonsharded is not None and self.nonsharded.legacy:
+            return {**self.model_config, "mcore_gpt": True}
+        return self.model_config
 
     def _check_range(self, member: str, end: int, key: str) -> None:
         size = self.members.get(member)
@@ -260,12 +315,17 @@ class CompressedTarSource(Source):
     kind = "compressed tar"
     random_access = False
 
-    def __init__(self, path: Path, model_config_path: Path | None) -> None:
+    def __init__(self, path: Path, model_config_path: Path | None, spill_parent: Path | None = None) -> None:
         super().__init__(path)
         self._cache: dict[str, bytes] = {}
+        self._spill_parent = spill_parent
+        self._spill_dir: Path | None = None
+        self._spilled: dict[str, Path] = {}
         name = ""
+        raw = _decompressed(path)
         try:
-            with tarfile.open(path, "r|*") as archive:
+            with raw or contextlib.nullcontext(), \
+                    (tarfile.open(fileobj=raw, mode="r|") if raw else tarfile.open(path, "r|*")) as archive:
                 for info in archive:
                     name = normalize_member_name(info.name, str(path)) or ""
                     if not name:
@@ -282,6 +342,9 @@ class CompressedTarSource(Source):
                         if len(data) != info.size:
                             raise EOFError("member ends early")
                         self._cache[name] = data
+                name = ""
+                while raw is not None and raw.read(1 << 20):  # to the end of the compressed stream, where the
+                    pass  # gzip CRC and length (xz: its check; bzip2: each block's CRC) are verified
         except MigratorError:
             raise
         except _DECOMPRESSION_ERRORS as error:
@@ -318,6 +381,43 @@ class CompressedTarSource(Source):
         if wanted:
             raise MigratorError(f"{self.path}: members {sorted(wanted)[:3]} vanished on the second pass")
 
+    def _prepare_random_access(self, members: list[str]) -> None:
+        """Spill the members (non-distributed rank files, whose tensors a merge reads in a different order than
+        the archive holds them) into a temporary folder beside the output: disk, not memory."""
+        import tempfile
+
+        parent = self._spill_parent if self._spill_parent is not None else Path(tempfile.gettempdir())
+        parent.mkdir(parents=True, exist_ok=True)
+        self._spill_dir = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.spill-", dir=parent))
+        total = sum(self.members[m] for m in members)
+        self.notes.append(f"{self.path}: compressed archive; its {len(members)} rank files ({total} bytes) are "
+                          f"spilled to {self._spill_dir} on disk (not memory) and removed afterwards")
+        try:
+            for index, (name, stream) in enumerate(self.iter_members(members)):
+                dest = self._spill_dir / f"{index}.ckpt"
+                try:
+                    copy_stream(stream, self.members[name], dest)
+                except EOFError:
+                    raise MigratorError(f"{self.describe(name)}: truncated archive") from None
+                self._spilled[name] = dest
+        except BaseException:
+            self.close()
+            raise
+
+    def open_member(self, name: str) -> BinaryIO:
+        if name in self._spilled:
+            path = self._spilled[name]
+            return FileSlice(path, 0, path.stat().st_size)  # type: ignore[return-value]
+        raise NotImplementedError(f"{name}: a compressed archive is read as a stream")
+
+    def close(self) -> None:
+        if self._spill_dir is not None:
+            import shutil
+
+            shutil.rmtree(self._spill_dir, ignore_errors=True)
+            self._spill_dir = None
+            self._spilled = {}
+
     def copy_member(self, name: str, dest: Path, *, link: bool = False, progress=None, cancel=None) -> str:
         for _, stream in self.iter_members([name]):
             try:
@@ -329,6 +429,8 @@ class CompressedTarSource(Source):
 
 class FolderSource(Source):
     """An extracted `.nemo` folder, or a bare `model_weights/` folder (then `--model_config` is required)."""
+
+    linkable = True
 
     def __init__(self, path: Path, model_config_path: Path | None) -> None:
         super().__init__(path)
@@ -354,6 +456,10 @@ class FolderSource(Source):
             for entry in os.scandir(self.root):
                 if entry.is_file():
                     self.members[entry.name] = entry.stat().st_size
+                elif entry.is_dir() and is_nonsharded_member(f"{entry.name}/model_weights.ckpt"):
+                    ckpt = Path(entry.path) / "model_weights.ckpt"
+                    if ckpt.is_file():
+                        self.members[f"{entry.name}/model_weights.ckpt"] = ckpt.stat().st_size
         self._load_config(model_config_path)
         self._load_weights_index()
 
@@ -413,15 +519,21 @@ def _is_compressed(path: Path) -> bool:
     return head.startswith(b"\x1f\x8b") or head.startswith(b"BZh") or head.startswith(b"\xfd7zXZ\x00")
 
 
-def open_source(path: Path, model_config_path: Path | None = None) -> Source:
-    """Open IN (see the module docstring). Raises MigratorError (exit 2) for anything unusable."""
+def open_source(path: Path, model_config_path: Path | None = None, spill_parent: Path | None = None) -> Source:
+    """Open IN (see the module docstring; a NeMo 2.0 checkpoint directory is read by `read.nemo2_dir`). Raises
+    MigratorError (exit 2) for anything unusable. `spill_parent`: where a compressed non-distributed checkpoint may
+    spill its rank files (beside the output)."""
     path = Path(path)
     if not path.exists():
         raise MigratorError(f"{path}: no such file or folder")
     if path.is_dir():
+        from migrator.convert.read.nemo2_dir import Nemo2DirSource, is_nemo2_dir
+
+        if is_nemo2_dir(path):
+            return Nemo2DirSource(path, model_config_path)
         return FolderSource(path, model_config_path)
     if _is_compressed(path):
-        return CompressedTarSource(path, model_config_path)
+        return CompressedTarSource(path, model_config_path, spill_parent)
     if not tarfile.is_tarfile(path):
         raise MigratorError(f"{path}: not a .nemo file (not a tar archive) and not a folder")
     return TarSource(path, model_config_path)

@@ -12,7 +12,7 @@ import re
 import threading
 from pathlib import Path
 
-from migrator.convert.formats.chunks import rename_key
+from migrator.convert.formats.chunks import key_renamer
 from migrator.convert.read.source import Source
 from migrator.convert.read.torch_dist import renamed_metadata
 from migrator.convert.storage.fileops import check_cancel
@@ -58,7 +58,7 @@ def write_copied_weights(source: Source, plan: Plan, weights: Path, *, workers: 
 
     overrides = _write_object_overrides(plan, weights)
     assert source.dcp_index is not None
-    write_file(weights / ".metadata", renamed_metadata(source.dcp_index, rename_key, overrides))
+    write_file(weights / ".metadata", renamed_metadata(source.dcp_index, key_renamer(*plan.key_map), overrides))
     return counts
 
 

@@ -80,8 +80,6 @@ def _float_text(value: float) -> str:
 
 def model_yaml(spec: ModelSpec, model: Config) -> str:
     """A readable dump of the model subtree: `_target_` per object, dtypes/callables as `_call_: false`."""
-    from ruamel.yaml import YAML
-
     header = [
         "# Written by nemo-migrate convert. NeMo 2.0 loads context/io.json; this is the same model for people and",
         "# for tools that read model.yaml. Only the values set explicitly are listed; every other field has the",
@@ -89,6 +87,13 @@ def model_yaml(spec: ModelSpec, model: Config) -> str:
     ]
     if spec.origin:
         header.append(f"# Classes chosen by {spec.origin}; architecture from the .nemo's model_config.yaml.")
+    return "\n".join(header) + "\n" + yaml_text(_yaml_value(model))
+
+
+def yaml_text(data: Any) -> str:
+    """Block-style YAML that YAML 1.1 readers (PyYAML, OmegaConf) read back as the same values, keys in order."""
+    from ruamel.yaml import YAML
+
     yaml = YAML(typ="safe", pure=True)
     yaml.default_flow_style = False
     yaml.width = 4096  # keep class paths on one line
@@ -96,11 +101,11 @@ def model_yaml(spec: ModelSpec, model: Config) -> str:
     yaml.representer.add_representer(
         float, lambda rep, value: rep.represent_scalar("tag:yaml.org,2002:float", _float_text(value)))
     buffer = io.StringIO()
-    yaml.dump(_yaml_value(model), buffer)
-    return "\n".join(header) + "\n" + buffer.getvalue()
+    yaml.dump(data, buffer)
+    return buffer.getvalue()
 
 
-def _write_tokenizer_files(context_dir: Path, files: dict[str, bytes | Path]) -> None:
+def write_tokenizer_files(context_dir: Path, files: dict[str, bytes | Path]) -> None:
     for name, content in files.items():
         if not _SAFE_NAME.match(name):
             raise MigratorError(f"tokenizer artifact {name!r}: not a plain file name")
@@ -128,6 +133,6 @@ def write_context(context_dir: Path, spec: ModelSpec, tokenizer: TokenizerSpec) 
     context_dir = Path(context_dir)
     context_dir.mkdir(parents=True, exist_ok=True)
     root = context_graph(spec, tokenizer)
-    _write_tokenizer_files(context_dir, tokenizer.files)
+    write_tokenizer_files(context_dir, tokenizer.files)
     (context_dir / "io.json").write_text(dumps(root), encoding="utf-8")
     (context_dir / "model.yaml").write_text(model_yaml(spec, root.arguments["model"]), encoding="utf-8")
