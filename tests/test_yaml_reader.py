@@ -138,3 +138,27 @@ def test_positions_count_code_points_and_an_empty_value_sits_after_its_colon():
 def test_a_pyyaml_error_names_the_line():
     with pytest.raises(MigratorError, match=r"^f.yaml:2:"):
         parse("a: 1\n\tb: 2\n", "f.yaml")
+
+
+@pytest.mark.parametrize("depth", [99, 100, 101])
+@pytest.mark.parametrize("nodes", [9, 10, 11])
+def test_the_no_alias_bounds_count_refuses_exactly_what_the_full_check_refuses(monkeypatch, depth, nodes):
+    """A text without `*` has no aliases: the bounds pass it after a count; the verdict (and its words) must be the
+    full check's, at both limits."""
+    from migrator.yaml import bounds
+    from migrator.yaml.document import compose_all
+
+    monkeypatch.setattr(bounds, "MAX_NODES", 10)
+    texts = ["[" * depth + "]" * depth, "[" * depth + "1" + "]" * depth,
+             "a:\n" + "".join(" " * (2 * i) + f"k{i}:\n" for i in range(1, depth)) + " " * (2 * depth) + "x: 1\n",
+             "[" + ",".join(["1"] * nodes) + "]", "{" + ",".join(f"k{i}: 1" for i in range(nodes)) + "}"]
+    for text in texts:
+        roots = [n for n in compose_all(text) if n is not None]
+        verdicts = []
+        for aliases in (True, False):
+            try:
+                bounds.check_tree(roots, "f.yaml", aliases=aliases)
+                verdicts.append(None)
+            except MigratorError as exc:
+                verdicts.append(str(exc))
+        assert verdicts[0] == verdicts[1], text[:40]

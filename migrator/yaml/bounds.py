@@ -54,9 +54,41 @@ def _children(node: Any) -> list[Any]:
     return []
 
 
-def check_tree(roots: Iterable[Any], what: str) -> None:
+def _within_bounds_without_aliases(roots: list[Any]) -> bool:
+    """For a tree without aliases (each node reached once, nothing recursive): is every chain of nodes at most
+    MAX_DEPTH long and the node count at most MAX_NODES? Only collections are visited; scalars are counted."""
+    count = 0
+    stack = [(root, 1) for root in roots]
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        value = node.value
+        if not isinstance(value, list):
+            continue
+        inner = depth + 1
+        for item in value:
+            for child in (item if isinstance(item, tuple) else (item,)):
+                if isinstance(child.value, list):
+                    stack.append((child, inner))
+                else:
+                    count += 1
+                    if inner > MAX_DEPTH:
+                        return False
+        if inner > MAX_DEPTH and value:
+            return False
+        if depth > MAX_DEPTH:
+            return False
+    return count <= MAX_NODES
+
+
+def check_tree(roots: Iterable[Any], what: str, aliases: bool = True) -> None:
     """Refuse a composed YAML tree that is recursive (an alias inside its own anchor), nested deeper than MAX_DEPTH
-    or larger than MAX_NODES with aliases expanded. Linear in the number of distinct nodes (no recursion)."""
+    or larger than MAX_NODES with aliases expanded. Linear in the number of distinct nodes (no recursion).
+    `aliases=False` (the text has no `*`, so no node is reached twice): a tree within bounds is passed after a
+    count of its nodes; any other tree goes through the full check below, which words the refusal."""
+    roots = list(roots)
+    if not aliases and _within_bounds_without_aliases(roots):
+        return
     size: dict[int, int] = {}
     depth: dict[int, int] = {}
     for root in roots:
