@@ -84,8 +84,9 @@ def _within_bounds_without_aliases(roots: list[Any]) -> bool:
 def check_tree(roots: Iterable[Any], what: str, aliases: bool = True) -> None:
     """Refuse a composed YAML tree that is recursive (an alias inside its own anchor), nested deeper than MAX_DEPTH
     or larger than MAX_NODES with aliases expanded. Linear in the number of distinct nodes (no recursion).
-    `aliases=False` (the text has no `*`, so no node is reached twice): a tree within bounds is passed after a
-    count of its nodes; any other tree goes through the full check below, which words the refusal."""
+    `aliases=False` (the text has no `*` or no `&`: no alias, so no node is reached twice): a tree within bounds
+    is passed after a count of its nodes; any other tree goes through the full check below, which words the refusal.
+    """
     roots = list(roots)
     if not aliases and _within_bounds_without_aliases(roots):
         return

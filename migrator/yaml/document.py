@@ -356,7 +356,7 @@ def parse(text: str, filename: str) -> Document:
     locate = Locator(text, offset)
     try:
         nodes = compose_all(text[offset:])
-        bounds.check_tree([node for node in nodes if node is not None], filename, aliases="*" in text)
+        bounds.check_tree([node for node in nodes if node is not None], filename, aliases="*" in text and "&" in text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         at = locate(mark.index) if mark else None
