@@ -29,7 +29,7 @@ from migrator.migrate.bridge_mapping import BridgeField, BridgeMapping
 from migrator.migrate.mapping import py
 from migrator.python.bridge_from_nemo2 import literal
 from migrator.python.calls import NOT_LITERAL, _absolute, keyword_arg, package_of, quote_of, value_node
-from migrator.python.patch import _compiles, _layout, _with_comment, append_args, parse_source
+from migrator.python.patch import _layout, _with_comment, append_args, parse_source, verify_patched
 
 RECIPES = "megatron.bridge.recipes."
 
@@ -250,14 +250,5 @@ def patch_bridge_bytes(data: bytes, filename: str, mapping: BridgeMapping, bridg
 
 
 def _verify(original: bytes, patched: bytes, filename: str, mapping: BridgeMapping, bridge: BridgeTable) -> None:
-    try:
-        module = cst.parse_module(patched)
-    except cst.ParserSyntaxError as exc:  # pragma: no cover - a bug guard
-        raise MigratorError(f"{filename}: the patched code would not parse ({exc.message}); file left untouched") \
-            from None
-    if _compiles(original, filename) and not _compiles(patched, filename):  # pragma: no cover - a bug guard
-        raise MigratorError(f"{filename}: the patched code would not compile; file left untouched")
-    again = _plan(MetadataWrapper(module, unsafe_skip_copy=True), filename, mapping, bridge)
-    if again.changes:  # pragma: no cover - a bug guard
-        raise MigratorError(f"{filename}: patching is not stable (a second run would change more); file left "
-                            "untouched")
+    verify_patched(original, patched, filename, lambda module: bool(
+        _plan(MetadataWrapper(module, unsafe_skip_copy=True), filename, mapping, bridge).changes))

@@ -16,7 +16,7 @@ moved to the new last argument and the old last argument gets the separator the 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
@@ -282,7 +282,9 @@ def _compiles(data: bytes, filename: str) -> bool:
     return True
 
 
-def _verify(original: bytes, patched: bytes, filename: str, mapping: Mapping, table: Table) -> None:
+def verify_patched(original: bytes, patched: bytes, filename: str, changes_again: Callable[[cst.Module], bool]) -> None:
+    """Every patch result, whatever its destination, must parse, compile where the original did, and be stable:
+    `changes_again(module)` re-plans the patched module and says whether a second run would change more."""
     try:
         module = cst.parse_module(patched)
     except cst.ParserSyntaxError as exc:  # pragma: no cover - a bug guard
@@ -291,7 +293,14 @@ def _verify(original: bytes, patched: bytes, filename: str, mapping: Mapping, ta
     # compile() judges with this interpreter's grammar: only meaningful if the original compiles here too
     if _compiles(original, filename) and not _compiles(patched, filename):  # pragma: no cover - a bug guard
         raise MigratorError(f"{filename}: the patched code would not compile; file left untouched")
-    _, again = plan_module(module, filename, mapping, table)
-    if any(p.changes and not p.blocked for p in again):  # pragma: no cover - a bug guard
+    if changes_again(module):  # pragma: no cover - a bug guard
         raise MigratorError(f"{filename}: patching is not stable (a second run would change more); file left "
                             "untouched")
+
+
+def _verify(original: bytes, patched: bytes, filename: str, mapping: Mapping, table: Table) -> None:
+    def changes_again(module: cst.Module) -> bool:
+        _, again = plan_module(module, filename, mapping, table)
+        return any(p.changes and not p.blocked for p in again)
+
+    verify_patched(original, patched, filename, changes_again)
