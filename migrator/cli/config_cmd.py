@@ -102,6 +102,7 @@ def _patch_files(paths: tuple[str, ...], markers: tuple[bytes, ...], patch: Call
     `patch(data, path)` (a result with `changed`, `original`, `patched`), written atomically, shown as a diff, or
     only counted (`--check`); a file that cannot be read, parsed or written is one error line and is left as it was."""
     from migrator.engine.runner import discover
+    from migrator.inputs import read_regular
     from migrator.migrate.files import decode_for_display, write_bytes_atomically
 
     outcome = PatchOutcome()
@@ -111,9 +112,9 @@ def _patch_files(paths: tuple[str, ...], markers: tuple[bytes, ...], patch: Call
             outcome.errors += 1
             continue
         try:
-            data = Path(path).read_bytes()
-        except OSError as exc:
-            _say("error", f"{path}: cannot read: {exc.strerror}")
+            data = read_regular(path, path)  # a link to /dev/zero or a FIFO: one error line, never a hang
+        except MigratorError as exc:
+            _say("error", str(exc))
             outcome.errors += 1
             continue
         if not any(marker in data for marker in markers):
