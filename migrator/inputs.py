@@ -7,6 +7,7 @@ even if the file grows meanwhile.
 """
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -56,3 +57,23 @@ def read_regular(path: str | Path, display: str, limit: int = MAX_TEXT_BYTES) ->
         raise MigratorError(f"{display}: cannot read: {exc.strerror or exc}") from None
     finally:
         os.close(fd)
+
+
+def check_named_path(path: str | Path, display: str, *, folder_ok: bool = False) -> None:
+    """Refuse, before anything opens it, a path the user named that is not a regular file (or, with `folder_ok`,
+    a folder): a device (`/dev/zero` would be read forever), a FIFO (an open blocks until a writer comes), a
+    socket, a dangling link, a link loop. Links are followed: a link to a regular file is that file."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        what = "a dangling symbolic link" if os.path.islink(path) else "no such file or folder"
+        raise MigratorError(f"{display}: {what}") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise MigratorError(f"{display}: a symbolic link loop") from None
+        raise MigratorError(f"{display}: cannot read: {exc.strerror or exc}") from None
+    if stat.S_ISREG(info.st_mode) or (folder_ok and stat.S_ISDIR(info.st_mode)):
+        return
+    wanted = "a regular file or a folder" if folder_ok else "a regular file"
+    kind = kind_of(info.st_mode)
+    raise MigratorError(f"{display}: is {kind}, not {wanted}" if kind.startswith("a ") else f"{display}: not {wanted}")

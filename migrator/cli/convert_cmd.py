@@ -7,6 +7,8 @@ command functions.
 """
 from __future__ import annotations
 
+import errno
+import os
 import signal
 import sys
 import threading
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from migrator.errors import MigratorError
+from migrator.errors import Interrupted, MigratorError, signal_name
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -37,32 +39,139 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
-class _Interrupts:
-    """SIGINT and SIGTERM during a conversion: the first one only asks the conversion to stop (it sets `cancel`,
-    which the workers and the pipeline check at safe points and answer by removing OUT.partial/); a second one
-    stops at once. Raising from the handler itself could land inside Python's import machinery on the main thread
-    and leak the global import lock, deadlocking a worker thread that imports (e.g. torch for a cast)."""
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
-    def __init__(self, cancel: threading.Event) -> None:
+
+class _Interrupts:
+    """SIGINT, SIGTERM and SIGHUP during a conversion: the run ends with exit 128 + N, one line, and no OUT.partial/,
+    within about HARD_S seconds whatever it is doing.
+
+    The first signal sets `cancel` (the weights workers stop at their next slice) and raises `Interrupted` in the
+    main thread, so what it does (reading the index, deriving or writing the context, fsyncing) stops at once and
+    the pipeline removes OUT.partial/ as for any error. It is not raised inside Python's import machinery (a
+    KeyboardInterrupt there can leak the import lock and deadlock a worker thread that imports torch) nor inside
+    the rename that publishes OUT (`pipeline._replace`): the signal is delivered again every RETRY_S until the
+    main thread is out of those. If the main thread has not finished within HARD_S (a long import of torch, a
+    worker inside one large cast), a watchdog thread removes OUT.partial/ itself and exits; it never does so
+    during the rename. Later signals change nothing: the cleanup they would interrupt is what makes the exit
+    clean."""
+
+    RETRY_S = 0.05
+    HARD_S = 1.5
+
+    def __init__(self, cancel: threading.Event, output: Path) -> None:
         self.cancel = cancel
+        self.output = output
+        self.before = _identity(output)
         self.received: int | None = None
+        self.raised = False
+        self.exit_lock = threading.Lock()  # the main thread or the watchdog: whoever exits first says why
         self._previous: dict[int, object] = {}
 
     def _handle(self, signum: int, frame: object) -> None:
-        if self.received is not None:
-            raise KeyboardInterrupt()
-        self.received = signum
-        self.cancel.set()
+        if self.received is None:
+            self.received = signum
+            self.cancel.set()
+            threading.Thread(target=self._watchdog, name="nemo-migrate-interrupt", daemon=True).start()
+        if self.raised:
+            return
+        if not _interruptible(frame):
+            return  # the watchdog delivers the signal again
+        self.raised = True
+        raise Interrupted(self.received)
+
+    def _watchdog(self) -> None:
+        import time
+
+        main = threading.main_thread()
+        deadline = time.monotonic() + self.HARD_S
+        while True:
+            time.sleep(self.RETRY_S)
+            if not self.raised:
+                try:
+                    signal.pthread_kill(main.ident, self.received)  # type: ignore[arg-type]
+                except (OSError, ValueError):
+                    pass
+            frame = sys._current_frames().get(main.ident)  # noqa: SLF001 - where the main thread is now
+            if time.monotonic() >= deadline and not _publishing(frame):
+                break
+        import shutil
+
+        from migrator.convert.pipeline import partial_path
+
+        if _in_write_output(sys._current_frames().get(main.ident)):  # noqa: SLF001 - OUT.partial/ is this run's
+            for _ in range(3):  # a worker may still create a file in it until it sees `cancel`
+                shutil.rmtree(partial_path(self.output), ignore_errors=True)
+                time.sleep(self.RETRY_S)
+        self.exit(self.received or signal.SIGINT)
+
+    def exit(self, signum: int) -> None:
+        """One line and exit 128 + signum. OUT is the new output when its inode changed (the rename of
+        OUT.partial/ happened before the signal was acted on)."""
+        self.exit_lock.acquire()  # never released: the holder ends the process
+        if _identity(self.output) != self.before and self.output.exists():
+            click.echo(f"nemo-migrate: interrupted by {signal_name(signum)} after {self.output} was written (it "
+                       "is complete)", err=True)
+        else:
+            click.echo(f"nemo-migrate: interrupted by {signal_name(signum)}; {self.output} was not written",
+                       err=True)
+        _exit_now(128 + signum)
 
     def __enter__(self) -> "_Interrupts":
         if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum in _SIGNALS:
                 self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def __exit__(self, *exc: object) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)  # type: ignore[arg-type]
+
+
+_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+def _pipeline_code(name: str) -> object:
+    pipeline = sys.modules.get("migrator.convert.pipeline")
+    return getattr(getattr(pipeline, name, None), "__code__", None)
+
+
+def _frames(frame: object):
+    while frame is not None:
+        yield frame.f_code  # type: ignore[attr-defined]
+        frame = frame.f_back  # type: ignore[attr-defined]
+
+
+def _publishing(frame: object) -> bool:
+    """The main thread is inside the rename that publishes OUT."""
+    replace = _pipeline_code("_replace")
+    return replace is not None and any(code is replace for code in _frames(frame))
+
+
+def _in_write_output(frame: object) -> bool:
+    write = _pipeline_code("_write_output")
+    return write is not None and any(code is write for code in _frames(frame))
+
+
+def _passed_through(tb: object, name: str) -> bool:
+    """The exception whose traceback is `tb` was raised inside `pipeline.<name>` (or below it)."""
+    code = _pipeline_code(name)
+    while tb is not None:
+        if tb.tb_frame.f_code is code:  # type: ignore[attr-defined]
+            return True
+        tb = tb.tb_next  # type: ignore[attr-defined]
+    return False
+
+
+def _interruptible(frame: object) -> bool:
+    """False while the main thread runs Python's import machinery or the rename that publishes OUT."""
+    return not _publishing(frame) and not any(code.co_filename.startswith("<frozen importlib")
+                                              for code in _frames(frame))
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -125,16 +234,52 @@ def convert(**kwargs: object) -> None:
     from migrator.convert.write.plan import ConvertOptions
 
     options = ConvertOptions(**kwargs)  # type: ignore[arg-type]
+    _check_named_files(options)
     cancel = threading.Event()
-    try:
-        with _Interrupts(cancel):
+    with _Interrupts(cancel, options.output_path) as interrupts:
+        try:
             result = run_convert(options, warn=_warn, out=sys.stdout, cancel=cancel)
+        except MigratorError as error:
+            if interrupts.received is None:
+                _fail(str(error))
+            interrupts.exit(interrupts.received)
+        except (KeyboardInterrupt, Cancelled):
+            if interrupts.received is None and not isinstance(sys.exc_info()[1], KeyboardInterrupt):
+                raise  # a worker stopped the others without a signal: its own error was lost (a bug)
+            if _passed_through(sys.exc_info()[2], "_write_output"):  # OUT.partial/ is this run's: never left behind
+                import shutil
+
+                from migrator.convert.pipeline import partial_path
+
+                shutil.rmtree(partial_path(options.output_path), ignore_errors=True)
+            interrupts.exit(interrupts.received or signal.SIGINT)
+        interrupts.raised = True  # OUT is in place: a signal from here on only changes the exit code
+        _report(result)
+        if interrupts.received is not None:
+            interrupts.exit(interrupts.received)
+
+
+def _check_named_files(options) -> None:
+    """The files named beside the input are regular files (the tokenizer may be a folder): a device, a FIFO, a
+    link loop is one line and exit 2 before anything is read or written."""
+    from migrator.inputs import check_named_path
+
+    named = [("--input_path", options.input_path, True), ("--model_config", options.model_config, False), ("--tokenizer_path", options.tokenizer_path, True),
+             ("--tokenizer_vocab_file", options.tokenizer_vocab_file, False)]
+    try:
+        for flag, path, folder_ok in named:
+            if path:
+                check_named_path(path, f"{flag} {path}", folder_ok=folder_ok)
+        try:
+            os.stat(options.output_path)
+        except OSError as error:
+            if error.errno == errno.ELOOP:  # the path itself or a folder above it
+                raise MigratorError(f"--output_path {options.output_path}: a symbolic link loop") from None
     except MigratorError as error:
         _fail(str(error))
-    except (KeyboardInterrupt, Cancelled):
-        cancel.set()
-        click.echo(f"nemo-migrate: error: interrupted; {options.output_path} was not written", err=True)
-        _exit_now(130)
+
+
+def _report(result) -> None:
     if result.output is not None:
         plan = result.plan
         how = {"copy": "data files copied, index rewritten", "link": "data files hard-linked, index rewritten",
@@ -178,12 +323,15 @@ def verify(output: Path, against: Path | None, model_config: Path | None, load: 
             _fail(f"--tokens {tokens!r}: not a list of token ids (integers separated by spaces)")
         if not token_ids:
             _fail("--tokens: no token ids given")
+    from migrator.inputs import check_named_path
+
     try:
+        check_named_path(output, str(output), folder_ok=True)
+        if model_config is not None:
+            check_named_path(model_config, f"--model_config {model_config}")
         report = verify_checkpoint(output, against, model_config, load=load, tokens=token_ids)
     except MigratorError as error:
         _fail(str(error))
-    except KeyboardInterrupt:
-        _fail("interrupted", 130)
     for line in report.lines():
         click.echo(line)
     raise SystemExit(0 if report.ok else 1)

@@ -217,8 +217,11 @@ def _check_layout(output: Path, report: VerifyReport) -> DcpIndex:
                 report.problem(f"{weights / c.member}: truncated ({key} needs bytes up to "
                                f"{c.byte_offset + c.byte_length}, the file has {sizes[c.member]})")
     for key, o in index.objects.items():
-        if o.member not in sizes or o.byte_offset + o.byte_length > sizes[o.member]:
+        if o.member not in sizes:
             report.problem(f"{key}: stored outside the data files ({o.member})")
+        elif o.byte_offset + o.byte_length > sizes[o.member]:
+            report.problem(f"{weights / o.member}: truncated (sharded object {key} needs bytes up to "
+                           f"{o.byte_offset + o.byte_length}, the file has {sizes[o.member]})")
     if kind == "nemo2":
         not_renamed = [k for k in list(index.tensors) + list(index.objects) if not k.startswith("module.")]
         if not_renamed:
@@ -516,16 +519,19 @@ def verify_checkpoint(output: Path, against: Path | None = None, model_config: P
     torch = _torch()
     read_bytes = 0
     bad = len(report.problems)
+    skipped = 0
     sizes = {p.name: p.stat().st_size for p in weights.glob("*.distcp")}
     for key, chunks in index.chunks.items():
         info = index.tensors[key]
         for c in chunks:
             if c.byte_offset + c.byte_length > sizes.get(c.member, -1):
+                skipped += 1
                 continue  # reported by the layout check (a missing or truncated data file)
             try:
                 tensor = _read_output_chunk(weights, c)
             except Exception as error:  # noqa: BLE001 - reported
-                report.problem(f"{key}: chunk at {list(c.offsets)} unreadable ({type(error).__name__}: {error})")
+                report.problem(f"{weights / c.member}: {key} chunk at {list(c.offsets)} unreadable "
+                               f"({type(error).__name__}: {error})")
                 continue
             if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != c.sizes \
                     or tensor.dtype != getattr(torch, info.dtype):
@@ -535,13 +541,16 @@ def verify_checkpoint(output: Path, against: Path | None = None, model_config: P
                                f"{info.dtype}")
             read_bytes += tensor.numel() * tensor.element_size() if isinstance(tensor, torch.Tensor) else 0
     for key, o in index.objects.items():
+        if o.byte_offset + o.byte_length > sizes.get(o.member, -1):
+            skipped += 1
+            continue  # reported by the layout check (outside the data files, or a truncated one)
         try:
             value = _read_output_object(weights, o)
             if not (isinstance(value, list) and len(value) == 1):
                 report.problem(f"{key}: sharded object is not a one-element list (megatron-core's torch_dist form)")
         except Exception as error:  # noqa: BLE001 - reported
-            report.problem(f"{key}: sharded object unreadable ({type(error).__name__}: {error})")
-    if len(report.problems) == bad:
+            report.problem(f"{weights / o.member}: sharded object {key} unreadable ({type(error).__name__}: {error})")
+    if len(report.problems) == bad and not skipped:
         report.checks.append(f"read back: {len(index.tensors)} tensors ({read_bytes} bytes) and {len(index.objects)} "
                              "sharded objects with torch.load(weights_only=True); shapes and dtypes match the index")
     if against is not None:

@@ -147,10 +147,9 @@ class Source:
 
     def _load_config(self, model_config_path: Path | None) -> None:
         if model_config_path is not None:
-            try:
-                text = model_config_path.read_bytes()
-            except OSError as error:
-                raise MigratorError(f"{model_config_path}: cannot read the model config ({error.strerror})") from None
+            from migrator.inputs import read_regular
+
+            text = read_regular(model_config_path, f"{model_config_path} (the model config)")
             self.model_config = load_model_config(text, str(model_config_path))
             self.model_config_origin = str(model_config_path)
             return
@@ -523,9 +522,10 @@ def open_source(path: Path, model_config_path: Path | None = None, spill_parent:
     """Open IN (see the module docstring; a NeMo 2.0 checkpoint directory is read by `read.nemo2_dir`). Raises
     MigratorError (exit 2) for anything unusable. `spill_parent`: where a compressed non-distributed checkpoint may
     spill its rank files (beside the output)."""
+    from migrator.inputs import check_named_path
+
     path = Path(path)
-    if not path.exists():
-        raise MigratorError(f"{path}: no such file or folder")
+    check_named_path(path, str(path), folder_ok=True)  # /dev/zero, a FIFO, a link loop: one line, never a hang
     if path.is_dir():
         from migrator.convert.read.nemo2_dir import Nemo2DirSource, is_nemo2_dir
 
