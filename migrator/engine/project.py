@@ -57,11 +57,9 @@ def find_config(start: Path) -> tuple[Path | None, list[str]]:
 
 
 def _has_tool_table(path: Path) -> bool:
-    from migrator.inputs import read_regular
-
     try:
-        data = read_regular(path, str(path))  # a pyproject.toml that is a FIFO or a device is not a project file
-    except MigratorError:
+        data = path.read_bytes()
+    except OSError:
         return False
     if TOOL_KEY.encode() not in data:  # most pyproject.toml files: no TOML parse at all
         return False
@@ -74,11 +72,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
         import tomli as tomllib  # type: ignore[no-redef]
-    from migrator.inputs import read_regular
-
-    data = read_regular(path, str(path))  # a MigratorError for a device, a FIFO or an unreadable file
     try:
-        return tomllib.loads(data.decode("utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise MigratorError(f"{path}: cannot read: {exc.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise MigratorError(f"{path}: invalid TOML: {exc}") from None
 
