@@ -170,8 +170,9 @@ def _passed_through(tb: object, name: str) -> bool:
 
 def _interruptible(frame: object) -> bool:
     """False while the main thread runs Python's import machinery or the rename that publishes OUT."""
-    return not _publishing(frame) and not any(code.co_filename.startswith("<frozen importlib")
-                                              for code in _frames(frame))
+    from migrator.cli.main import in_import
+
+    return not _publishing(frame) and not in_import(frame)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

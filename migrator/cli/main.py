@@ -114,8 +114,45 @@ def migrate_config_main() -> None:
     _run(lambda: LazyGroup().get_command(click.Context(cli), "config"), "migrate-config", args)
 
 
+def in_import(frame: object) -> bool:
+    """The thread whose current frame is `frame` runs Python's import machinery (possibly a C extension's init)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):  # type: ignore[attr-defined]
+            return True
+        frame = frame.f_back  # type: ignore[attr-defined]
+    return False
+
+
 def _raise_interrupted(signum: int, frame: object) -> None:
+    """Raise `Interrupted` in the main thread, but not inside an import: a KeyboardInterrupt there can leak the
+    import lock or, inside a C extension's initialisation (torch, megatron-core), abort the process; the signal is
+    delivered again 50 ms later instead."""
+    global _raised, _redelivering
+    if _raised is not None:
+        return  # the first signal is being answered: another one must not cut that short
+    if in_import(frame):
+        if not _redelivering:
+            import threading
+
+            def again() -> None:
+                global _redelivering
+                _redelivering = False
+                try:
+                    signal.pthread_kill(threading.main_thread().ident, signum)  # type: ignore[arg-type]
+                except (OSError, ValueError):
+                    pass
+
+            _redelivering = True
+            timer = threading.Timer(0.05, again)
+            timer.daemon = True
+            timer.start()
+        return
+    _raised = signum
     raise Interrupted(signum)
+
+
+_raised: int | None = None  # the signal an Interrupted was raised for: later signals are ignored
+_redelivering = False  # a deferred signal will be delivered again shortly
 
 
 def _debugging() -> bool:
@@ -164,6 +201,7 @@ def _run(get_command: Callable[[], click.Command], prog: str, args: list[str]) -
     for signum in HANDLED_SIGNALS:
         signal.signal(signum, _raise_interrupted)
     code = 0
+    answered = False
     try:
         try:
             if _pending_signal is not None:
@@ -183,6 +221,7 @@ def _run(get_command: Callable[[], click.Command], prog: str, args: list[str]) -
             traceback.print_exc()
         _say(prog, f"interrupted by {signal_name(signum)}")
         code = 128 + signum
+        answered = True
     except click.ClickException as error:
         error.show()
         code = error.exit_code
@@ -204,7 +243,8 @@ def _run(get_command: Callable[[], click.Command], prog: str, args: list[str]) -
         where = f"{error.filename}: " if error.filename else ""
         _say(prog, f"error: {where}{error.strerror or error}")
         code = 2
-    except Exception as error:  # noqa: BLE001 - a bug: one line (the traceback with --debug), exit 3
+    except BaseException as error:  # noqa: BLE001 - a bug: one line (the traceback with --debug), exit 3 (also
+        # a BaseException some library raises, e.g. torch DCP's CheckpointException)
         if _debugging():
             traceback.print_exc()
         message = str(error).splitlines()[0] if str(error).strip() else "(no message)"
@@ -215,4 +255,9 @@ def _run(get_command: Callable[[], click.Command], prog: str, args: list[str]) -
         # the outcome is decided: a signal during the interpreter's shutdown no longer changes it
         for signum in HANDLED_SIGNALS:
             signal.signal(signum, signal.SIG_IGN)
+    if _raised is not None and not answered:
+        # the KeyboardInterrupt was swallowed or turned into another error on its way up (e.g. inside a C
+        # function that reported it as a failure): the run was still interrupted, whatever it printed
+        _say(prog, f"interrupted by {signal_name(_raised)}")
+        code = 128 + _raised
     raise SystemExit(code)

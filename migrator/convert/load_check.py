@@ -308,7 +308,10 @@ def _load(model: Any, target: LoadTarget, result: LoadResult) -> None:
             # index comparison notes them), its "unexpected" keys are requested but not in the checkpoint
             loaded, _not_requested, missing = dist_checkpointing.load(sharded, str(target.checkpoint),
                                                                       strict=StrictHandling.RETURN_ALL)
-        except Exception as error:  # noqa: BLE001 - megatron-core / torch DCP raise many kinds: one line
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as error:  # noqa: BLE001 - megatron-core / torch DCP raise many kinds (torch DCP's
+            # CheckpointException is a BaseException, not an Exception): one line
             message = str(error).strip().splitlines()
             result.problems.append(f"{target.checkpoint}: megatron-core could not load it ({type(error).__name__}: "
                                    f"{message[0] if message else ''})")

@@ -235,3 +235,25 @@ def test_verify_interrupted(tmp_path: Path, fp32_nemo: Path, sig: int) -> None:
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 128 + sig, stderr
     assert stderr.splitlines() == [f"nemo-migrate: interrupted by {NAMES[sig]}"], stderr
+
+
+def test_verify_load_interrupted(converted: Path) -> None:
+    """`verify --load`: a SIGINT inside torch DCP's load came back wrapped in its CheckpointException (a
+    BaseException): a traceback and exit 1. Now: one line, exit 130."""
+    from tests.conftest import need_megatron_core
+
+    need_megatron_core()
+    command = [sys.executable, "-m", "migrator", "verify", str(converted), "--load", "--tokens", "1 2 3"]
+    start = time.monotonic()
+    assert subprocess.run(command, cwd=REPO, capture_output=True, timeout=300).returncode == 0
+    duration = time.monotonic() - start
+    for fraction in (0.3, 0.6, 0.85):
+        process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(duration * fraction)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+        if process.returncode == 0:  # it had finished
+            continue
+        assert process.returncode == 130, (fraction, stderr[-3000:])
+        assert stderr.splitlines()[-1:] == ["nemo-migrate: interrupted by SIGINT"], (fraction, stderr[-3000:])
+        assert "Traceback" not in stderr, (fraction, stderr[-3000:])
