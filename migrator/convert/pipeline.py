@@ -174,7 +174,8 @@ def _bridge_side(source: Source, options: ConvertOptions, warn: Warn, tokenizer=
                             f"{tokenizer.vocab_size} tokens")
     final_iter = options.output_path / iter_dir_name(options.iteration)
     spec = build_bridge_spec("mamba" if mamba else "gpt", values, facts.padded_vocab_size, facts.source_dtype,
-                             options.dtype, tokenizer, final_iter, table, span, warn)
+                             options.dtype, tokenizer, final_iter, table, span, warn,
+                             origin=f"{source.path}: {yaml_name}" if isinstance(source, Nemo2DirSource) else yaml_name)
     spec.expected_keys = {k[len("module."):] for k in facts.expected_keys}
     spec.origin = yaml_name
     return spec, tokenizer

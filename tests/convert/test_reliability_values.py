@@ -378,3 +378,56 @@ def test_convert_refuses_an_absolute_or_climbing_type(tmp_path):
         line = one_error(run_cli("convert", "--input_path", nemo, "--output_path", tmp_path / "out",
                                  "--model_id", LLAMA_ID))
         assert "pass the folder with --tokenizer_path" in line and repr(type_) in line, line
+
+
+# --- the same table under megatron-core's names: a NeMo 2.0 checkpoint converted --to bridge, and verify --load
+
+
+def test_a_nemo2_checkpoint_with_a_bad_value_is_refused_for_bridge(tmp_path):
+    import shutil
+
+    source = tmp_path / "nemo2"
+    shutil.copytree(need(FIXTURES / "nemo2_reference" / "tiny_llama"), source)
+    model_yaml = source / "context" / "model.yaml"
+    text, n = re.subn(r"(?m)^  layernorm_epsilon: .*$", "  layernorm_epsilon: tiny", model_yaml.read_text())
+    assert n == 1
+    model_yaml.write_text(text)
+    for mode in ([], ["--dry-run"]):
+        line = one_error(run_cli("convert", "--input_path", source, "--output_path", tmp_path / "out", "--to", "bridge",
+                                 *mode))
+        assert f"{source}: context/model.yaml: layernorm_epsilon: expected a number >= 0, got 'tiny'" in line, line
+        assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_verify_load_refuses_a_converted_checkpoint_with_a_bad_value(tmp_path):
+    out = tmp_path / "out"
+    result = run_cli("convert", "--input_path", fixture_nemo("tiny_llama_torch_dist"), "--output_path", out,
+                     "--model_id", LLAMA_ID)
+    assert result.returncode == 0, result.stderr
+    io_json = out / "context" / "io.json"
+    text, n = re.subn(r'"value": 1e-05, "paths": \["<root>\.model\.config\.layernorm_epsilon"',
+                      '"value": "tiny", "paths": ["<root>.model.config.layernorm_epsilon"', io_json.read_text())
+    assert n == 1
+    io_json.write_text(text)
+    line = one_error(run_cli("verify", out, "--load"))
+    assert f"{io_json}: layernorm_epsilon: expected a number >= 0, got 'tiny' (a string)" in line, line
+
+
+def test_every_nemo2_preset_and_reference_context_passes_the_megatron_core_view():
+    from migrator.convert.model.models import load_model_table
+    from migrator.convert.model.nemo1_values import MCORE_FIELDS, check_mcore_values
+    from migrator.convert.read.nemo2_dir import _read_model_yaml
+
+    table = load_model_table()
+    # the base classes (GPTConfig, LlamaConfig, NemotronHConfigBase) keep megatron-core's num_layers/hidden_size 0
+    concrete = [cls for cls in table.presets
+                if all((table.preset(cls) or {}).get(k) for k in ("num_layers", "hidden_size"))]
+    assert len(concrete) >= 18
+    for cls in concrete:
+        check_mcore_values(table.preset(cls), cls)
+    references = sorted((FIXTURES / "nemo2_reference").glob("*/context/model.yaml"))
+    assert len(references) == 2
+    for path in references:
+        values = _read_model_yaml(path).values
+        check_mcore_values(values, str(path))
+        assert sum(key in values for key in MCORE_FIELDS) > 30

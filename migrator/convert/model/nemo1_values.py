@@ -268,3 +268,29 @@ def check_tokenizer_section(section: Any, where: Where, raw: Callable[[str], str
     if special is not None and not isinstance(special, (dict, list)):
         raise MigratorError(f"{where('tokenizer.special_tokens')}: tokenizer.special_tokens: expected a mapping or "
                             f"a list, got {describe(special)}")
+
+
+# The same facts under megatron-core's field names (NeMo 2.0 configs and Megatron-Bridge providers are both
+# TransformerConfig subclasses), for values that do not come from a NeMo 1.0 YAML: a NeMo 2.0 checkpoint's
+# context/ converted --to bridge, and what `verify --load` builds from a converted checkpoint.
+NEMO1_TO_MCORE = {"encoder_seq_length": "seq_length", "rotary_percentage": "rotary_percent", "bias": "add_bias_linear",
+                  "qkv_bias": "add_qkv_bias", "bias_dropout_add_fusion": "bias_dropout_fusion",
+                  "mamba_ssm_ngroups": "mamba_num_groups"}
+_NOT_MCORE = {"activation", "normalization", "position_embedding_type", "max_position_embeddings", "fp8", "fp8_e4m3",
+              "fp8_hybrid", "openai_gelu", "onnx_safe", "mcore_gpt", "megatron_legacy", "apply_embedding_scaling",
+              "scale_positional_embedding", "transformer_block_type", "transformer_engine", "headscale",
+              "normalize_attention_scores"}  # NeMo 1.0 spellings that megatron-core names or types differently
+MCORE_FIELDS: dict[str, Rule] = {
+    **{NEMO1_TO_MCORE.get(key, key): rule for key, rule in FIELDS.items() if key not in _NOT_MCORE},
+    "normalization": choice("LayerNorm", "RMSNorm"),
+    "position_embedding_type": choice("learned_absolute", "rope", "mrope", "yarn", "relative", "none"),
+    "vocab_size": count(nullable=True),
+}
+
+
+def check_mcore_values(values: dict[str, Any], where: str) -> None:
+    """Refuse the first megatron-core config value (NeMo 2.0 / Bridge field names) outside what megatron-core
+    accepts; `where` names the file it came from."""
+    for key, rule in MCORE_FIELDS.items():
+        if key in values and not rule.accepts(values[key]):
+            raise MigratorError(f"{where}: {key}: expected {rule.expected}, got {describe(values[key])}")
