@@ -431,3 +431,15 @@ def test_every_nemo2_preset_and_reference_context_passes_the_megatron_core_view(
         values = _read_model_yaml(path).values
         check_mcore_values(values, str(path))
         assert sum(key in values for key in MCORE_FIELDS) > 30
+
+
+def test_a_tokenizer_path_folder_may_hold_links_but_only_regular_files(tmp_path):
+    outside = hf_folder(tmp_path / "elsewhere")
+    folder = hf_folder(tmp_path / "mine")
+    (folder / "merges.txt").symlink_to(outside / "tokenizer.json")  # the user named this folder: links are theirs
+    spec = resolve_tokenizer(None, None, str(folder), "huggingface", None, None)
+    assert spec.files == {"nemo_tokenizer": folder}
+    os.mkfifo(folder / "vocab.txt")
+    with pytest.raises(MigratorError, match=r"^--tokenizer_path .*mine: has .*vocab\.txt, which is not a "
+                                            r"regular file$"):
+        resolve_tokenizer(None, None, str(folder), "huggingface", None, None)

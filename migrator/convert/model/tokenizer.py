@@ -177,30 +177,31 @@ def _outside(name: str, why: str) -> MigratorError:
                          f"implicitly only from beside the checkpoint; pass the folder with --tokenizer_path")
 
 
-def _check_tree(folder: Path, real: Path, name: str) -> None:
-    """Every entry of the folder is a regular file or a folder, a link only to a regular file inside it."""
+def _check_tree(folder: Path, real: Path, refuse: Callable[[str], MigratorError], confine: bool = True) -> None:
+    """Every entry of the folder is a regular file or a folder (a FIFO or a device would hang or flood the copy);
+    with `confine`, a link only to a regular file inside the folder."""
     entries = 0
     for root, dirs, files in os.walk(real, followlinks=False):
         for entry in [*dirs, *files]:
             entries += 1
             if entries > MAX_FOLDER_ENTRIES:
-                raise _outside(name, f"holds more than {MAX_FOLDER_ENTRIES} entries (not a tokenizer folder)")
+                raise refuse(f"holds more than {MAX_FOLDER_ENTRIES} entries (not a tokenizer folder)")
             path = Path(root) / entry
             shown = folder / path.relative_to(real)
             try:
                 info = path.lstat()
                 if stat.S_ISLNK(info.st_mode):
                     target = path.resolve(strict=True)
-                    if not target.is_relative_to(real):
-                        raise _outside(name, f"has {shown}, a link to {target}, outside the folder")
+                    if confine and not target.is_relative_to(real):
+                        raise refuse(f"has {shown}, a link to {target}, outside the folder")
                     info = target.stat()
-                    if stat.S_ISDIR(info.st_mode):
-                        raise _outside(name, f"has {shown}, a link to a folder")
+                    if confine and stat.S_ISDIR(info.st_mode):
+                        raise refuse(f"has {shown}, a link to a folder")
             except (OSError, RuntimeError) as error:  # a dangling or looping link
-                raise _outside(name, f"has {shown}, which cannot be read "
-                                     f"({getattr(error, 'strerror', None) or error})") from None
+                raise refuse(f"has {shown}, which cannot be read "
+                             f"({getattr(error, 'strerror', None) or error})") from None
             if not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
-                raise _outside(name, f"has {shown}, which is not a regular file")
+                raise refuse(f"has {shown}, which is not a regular file")
 
 
 def beside_folder(name: str, input_dir: Path) -> Path | None:
@@ -220,7 +221,7 @@ def beside_folder(name: str, input_dir: Path) -> Path | None:
     if real == base or not real.is_relative_to(base):
         raise _outside(name, f"resolves to {real}, outside {base}" if real != base else
                        "is the checkpoint's own folder")
-    _check_tree(folder, real, name)
+    _check_tree(folder, real, lambda why: _outside(name, why))
     return folder
 
 
@@ -262,6 +263,9 @@ def resolve_tokenizer(model_config: dict | None, read_member: ReadMember | None,
                 raise MigratorError(f"--tokenizer_path {tokenizer_path}: a SentencePiece tokenizer is a .model file")
             return _sentencepiece(path.name, path, kept, default_legacy=same_kind)
         if library == "huggingface":
+            if path.is_dir():  # the user's own folder: links may lead anywhere, but only regular files are read
+                _check_tree(path, path.resolve(), lambda why: MigratorError(f"--tokenizer_path {tokenizer_path}: "
+                                                                            f"{why}"), confine=False)
             return _huggingface(path, kept, f"--tokenizer_path {tokenizer_path}")
         if library == "tiktoken" and path.is_file():
             return _tiktoken(path.name, path)
