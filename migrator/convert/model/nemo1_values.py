@@ -35,7 +35,8 @@ MAX_LAYERS = 2**16  # deeper than any trained model; a hybrid pattern of num_lay
 ACTIVATIONS = ("gelu", "geglu", "reglu", "swiglu", "squared-relu", "fast-geglu", "fast-swiglu", "fast-reglu",
                "approx-gelu")  # utils_funcs.activation_to_func's supported_activations
 NORMALIZATIONS = ("layernorm", "layernorm1p", "rmsnorm", "low_precision_layernorm")  # lowered, as NeMo does
-POSITION_EMBEDDINGS = ("learned_absolute", "rope", "alibi", "kerple", "xpos", "sandwich", "none")
+POSITION_EMBEDDINGS = ("learned_absolute", "rope", "alibi", "kerple", "xpos", "sandwich", "learned_parameters",
+                       "relative", "none")  # what the legacy and megatron-core GPT/T5 modules branch on
 TOKEN_DISPATCHERS = ("allgather", "alltoall", "alltoall_seq", "flex")  # TransformerConfig
 LOAD_BALANCING = ("aux_loss", "seq_aux_loss", "sinkhorn", "none")  # TransformerConfig
 AMAX_ALGOS = ("max", "most_recent")  # TransformerConfig.fp8_amax_compute_algo
