@@ -443,3 +443,14 @@ def test_a_tokenizer_path_folder_may_hold_links_but_only_regular_files(tmp_path)
     with pytest.raises(MigratorError, match=r"^--tokenizer_path .*mine: has .*vocab\.txt, which is not a "
                                             r"regular file$"):
         resolve_tokenizer(None, None, str(folder), "huggingface", None, None)
+
+
+def test_the_architecture_mapping_uses_the_same_table_for_a_config_given_directly():
+    from migrator.convert.model.nemo1_arch import gpt_fields
+
+    config = yaml.safe_load(llama_text())
+    for key, value, shown in (("num_layers", 2.5, "2.5 (a float)"), ("hidden_size", True, "true (a boolean)"),
+                              ("num_layers", 10**6, "1000000")):
+        with pytest.raises(MigratorError, match=re.escape(f"model_config.yaml: {key}: expected a positive integer")
+                           + ".*" + re.escape(f"got {shown}")):
+            gpt_fields({**config, key: value})
