@@ -21,7 +21,8 @@ from tests.conftest import ROOT
 
 SCRIPTS = Path(sys.executable).parent
 GOOD_YAML = "model:\n  mcore_gpt: true\n  dist_ckpt_format: zarr\n"
-REPORT = "(please report this at https://github.com/nemo-migrator/nemo-migrator/issues; run with --debug for the traceback)"
+REPORT = ("(please report this at https://github.com/nemo-migrator/nemo-migrator/issues; run with --debug for the "
+          "traceback)")
 
 
 def _with_bug(module: str, attribute: str, exception: str, entry: str = "main") -> str:
@@ -117,9 +118,17 @@ def _classify(result: subprocess.CompletedProcess, prog: str) -> str:
     return "bad"
 
 
-def _early_args(command: str, config: Path, out: Path) -> list[str]:
+def _early_args(command: str, config: Path, out: Path, many: int = 0) -> list[str]:
+    """`many`: lint that many copies of the config (a run long enough that a signal sent once a module is seen to
+    load lands in it, however late the parent reads the child's stderr)."""
     from tests.convert.conftest import LLAMA_ID, fixture_nemo
 
+    if command == "lint" and many:
+        folder = out.with_name("configs")
+        folder.mkdir(exist_ok=True)
+        for index in range(many):
+            (folder / f"c{index}.yaml").write_text(config.read_text())
+        return ["lint", str(folder)]
     if command == "lint":
         return ["lint", str(config)]
     return ["convert", "--input_path", str(fixture_nemo("tiny_llama_torch_dist")), "--output_path", str(out),
@@ -156,7 +165,7 @@ def test_sigint_while_the_cli_loads(tmp_path: Path, config: Path, command: str, 
     command's modules, PyYAML or the converter load. Today's main printed click's "Aborted!" (exit 1) or a KeyboardInterrupt
     traceback."""
     out = tmp_path / "out"
-    args = _early_args(command, config, out)
+    args = _early_args(command, config, out, many=1500)
     process = subprocess.Popen([SCRIPTS / "nemo-migrate", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"})
     assert process.stderr is not None

@@ -265,7 +265,8 @@ def _check_named_files(options) -> None:
     link loop is one line and exit 2 before anything is read or written."""
     from migrator.inputs import check_named_path
 
-    named = [("--input_path", options.input_path, True), ("--model_config", options.model_config, False), ("--tokenizer_path", options.tokenizer_path, True),
+    named = [("--input_path", options.input_path, True), ("--model_config", options.model_config, False),
+             ("--tokenizer_path", options.tokenizer_path, True),
              ("--tokenizer_vocab_file", options.tokenizer_vocab_file, False)]
     try:
         for flag, path, folder_ok in named:
