@@ -58,6 +58,9 @@ def _inputs(options: ConvertOptions) -> list[tuple[str, Path]]:
 def _check_paths(options: ConvertOptions) -> None:
     """Refuse an output that is, contains or lies inside anything the run reads, even with --force (which would
     delete it): `--output_path IN/model_weights` once replaced the user's checkpoint."""
+    if options.output_path.name in ("", ".."):  # `.`, `""`, `..`: no name to put OUT.partial and OUT.lock beside
+        raise MigratorError(f"{str(options.output_path) or repr('')}: not a name for a new checkpoint folder "
+                            "(the output is created as a folder of its own, e.g. out/model_nemo2)")
     output = options.output_path.resolve()
     for target in (output, *outlock.neighbours(output)):  # OUT and the names the run writes beside it
         for what, path in _inputs(options):
