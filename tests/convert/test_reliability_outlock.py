@@ -279,3 +279,36 @@ def test_sigkill_campaign(tmp_path: Path, capsys) -> None:
     assert all(g.tried >= 4 for g in groups.values()), report
     assert sum(g.killed for g in groups.values()) >= 8, report  # most kills land before the run ends
     assert sum(g.defects for g in groups.values()) == 0, report
+
+
+def test_an_io_error_while_recovering_is_one_error(tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "out"
+    (out.with_name("out.partial") / "weights").mkdir(parents=True)
+
+    def busy(path: Path) -> None:
+        raise OSError(16, "Device or resource busy", str(path / "weights"))
+
+    monkeypatch.setattr(outlock, "_remove_tree", busy)
+    with pytest.raises(MigratorError, match=r"out.partial/weights: Device or resource busy; cannot clear what an "
+                                            r"interrupted run left beside .*out$"):
+        outlock.recover(out, force=False, note=lambda line: None)
+
+
+@pytest.mark.parametrize("exchange", [True, False])
+def test_an_old_checkpoint_that_cannot_be_removed_is_reported_not_lost(tmp_path: Path, monkeypatch,
+                                                                       exchange: bool) -> None:
+    out, partial = tmp_path / "out", tmp_path / "out.partial"
+    (out / "old").mkdir(parents=True)
+    (partial / "new").mkdir(parents=True)
+    if not exchange:
+        monkeypatch.setattr(outlock, "_exchange", lambda a, b: False)
+
+    def busy(path: Path) -> None:
+        raise OSError(16, "Device or resource busy", str(path))
+
+    monkeypatch.setattr(outlock, "_remove_tree", busy)
+    message = outlock.replace(partial, out)
+    assert (out / "new").is_dir()  # the new one is in place whatever became of the old one
+    assert message is not None and message.startswith(f"{out}: replaced, but the previous checkpoint could not be "
+                                                      "removed")
+    assert "the next run removes it)" in message and (partial / "old").is_dir()

@@ -133,13 +133,16 @@ class OutputLock:
                     return
                 try:
                     current = os.lstat(self.path)
-                except FileNotFoundError:
+                except OSError:
                     current = None
                 if current is None or (current.st_dev, current.st_ino) != (opened.st_dev, opened.st_ino):
                     os.close(fd)  # locked a file its holder had just removed
                     continue
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                try:  # for the message of a run refused meanwhile; a full disk fails the run later, not here
+                    os.ftruncate(fd, 0)
+                    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                except OSError:
+                    pass
             except BaseException:
                 os.close(fd)
                 raise
@@ -197,6 +200,14 @@ def recover(output: Path, *, force: bool, note: Note) -> list[Path]:
     """Under the lock: restore OUT from a copy kept by an interrupted --force replace (when OUT is absent), remove
     an interrupted run's OUT.partial, and with `force` remove kept copies of a replaced OUT that is present.
     Returns the kept copies left in place (OUT present, no `force`). Every action is reported through `note`."""
+    try:
+        return _recover(output, force, note)
+    except OSError as error:
+        raise MigratorError(f"{error.filename or output}: {error.strerror or error}; cannot clear what an "
+                            f"interrupted run left beside {output}") from None
+
+
+def _recover(output: Path, force: bool, note: Note) -> list[Path]:
     copies = replaced_copies(output)
     if copies and not os.path.lexists(output):
         if len(copies) > 1:
