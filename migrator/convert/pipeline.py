@@ -3,13 +3,14 @@
 (`iter_<N>/` + trackers, see `write.bridge`).
 
 Order of work:
+0. (not with `--dry-run`) take the lock on OUT (`OUT.lock`: a second run to the same OUT is refused while this one
+   holds it) and deal with what an interrupted run left beside OUT (see `storage.outlock`);
 1. open the source (checks the archive and the weights' index; nothing extracted);
 2. plan the route (copy/link vs stream);
 3. derive the NeMo 2.0 model spec from model_config.yaml and the tensor shapes, resolve the tokenizer (the
    context side of the converter: `architecture`, `tokenizer`, `context`) and check `--strict`; `--dry-run`
    prints the plan and stops here; otherwise the weights are already being written meanwhile (step 4);
-4. take the lock on OUT (`OUT.lock`; a second run to the same OUT is refused while this one holds it) and deal
-   with what an interrupted run left (see `storage.outlock`); write everything into `OUT.partial/`: weights data and index, `common.pt`, `context/`, and
+4. write everything into `OUT.partial/`: weights data and index, `common.pt`, `context/`, and
    `weights/metadata.json` last (Bridge: the same into `iter_<N>/` with `run_config.yaml`, `train_state.pt` and the
    tokenizer, its `metadata.json` last, then the root's trackers);
 5. rename `OUT.partial/` to `OUT` (an existing OUT, with `--force`, is swapped with it atomically where the kernel
@@ -256,6 +257,7 @@ def convert(options: ConvertOptions, *, warn: Warn, out: TextIO, progress: Progr
 
 def _convert(options: ConvertOptions, _warn: Warn, warnings: list[str], out: TextIO, progress: Progress | None,
              cancel: threading.Event) -> ConvertResult:
+    """Steps 1 to 5 of the module docstring (`_warn` records and prints a warning)."""
     spill_parent = options.output_path.resolve().parent
     with open_source(options.input_path, options.model_config, spill_parent) as source:
         check_cancel(cancel)
