@@ -312,3 +312,21 @@ def test_an_old_checkpoint_that_cannot_be_removed_is_reported_not_lost(tmp_path:
     assert message is not None and message.startswith(f"{out}: replaced, but the previous checkpoint could not be "
                                                       "removed")
     assert "the next run removes it)" in message and (partial / "old").is_dir()
+
+
+def test_a_file_system_without_locks_is_said_and_the_run_goes_on(tmp_path: Path, monkeypatch) -> None:
+    import errno
+    import fcntl
+
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    out = tmp_path / "out"
+    notes: list[str] = []
+    lock = outlock.OutputLock(out)
+    lock.acquire(note=notes.append)
+    assert notes == [f"{out}.lock: cannot lock (No locks available); going on without a lock: do not run another "
+                     f"conversion to {out} meanwhile"]
+    lock.release()
+    assert beside(out) == []
