@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -63,7 +64,7 @@ def start_and_stop_inside(out: Path) -> subprocess.Popen:
         deadline = time.monotonic() + 60
         while process.poll() is None and time.monotonic() < deadline:
             if (out.with_name("out.partial") / "weights").exists() and lock.exists() \
-                    and lock.read_text().strip() == str(process.pid):
+                    and lock.read_text().split("\n")[0] == str(process.pid):
                 process.send_signal(signal.SIGSTOP)
                 return process
             time.sleep(0.0005)
@@ -117,11 +118,18 @@ def test_the_lock_names_its_holder_and_is_removed_when_released(tmp_path: Path) 
     out = tmp_path / "out"
     first = outlock.OutputLock(out)
     first.acquire()
-    assert out.with_name("out.lock").read_text() == f"{os.getpid()}\n"
+    assert out.with_name("out.lock").read_text() == f"{os.getpid()}\n{socket.gethostname()}\n"
     with pytest.raises(MigratorError, match=rf"locked by another nemo-migrate run \(pid {os.getpid()}\)"):
         outlock.OutputLock(out).acquire()
     first.release()
     assert not out.with_name("out.lock").exists()
+    # a holder on another machine (a network file system) is named with its host
+    elsewhere = outlock.OutputLock(out)
+    elsewhere.acquire()
+    os.pwrite(elsewhere._fd, b"4242\nnode-b17\n", 0)
+    with pytest.raises(MigratorError, match=r"locked by another nemo-migrate run \(pid 4242 on node-b17\)"):
+        outlock.OutputLock(out).acquire()
+    elsewhere.release()
     with outlock.OutputLock(out):
         pass
 

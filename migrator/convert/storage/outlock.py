@@ -4,8 +4,8 @@ kill-safe replacement of an existing `OUT` (`--force`).
 Names, all in OUT's parent folder:
 - `OUT.lock`: a run holds an exclusive `flock` on it from before it looks at any leftover until its output is in
   place; a second run to the same OUT is refused while the first holds it. The file itself is only a place to
-  lock (it holds the holder's pid, for the message): one whose lock is free (a killed run's) is simply taken over.
-  It is opened with O_NOFOLLOW (never through a link) and removed when the run ends.
+  lock (it holds the holder's pid and host, for the message): one whose lock is free (a killed run's) is simply
+  taken over. It is opened with O_NOFOLLOW (never through a link) and removed when the run ends.
 - `OUT.partial/`: the run's work in progress, renamed to OUT when complete. Only the run holding the lock creates or
   removes it; one found with the lock free is an interrupted run's and is removed (with a line saying so). One
   that is a link or not a folder is never followed or removed: an error.
@@ -25,6 +25,7 @@ import errno
 import os
 import re
 import shutil
+import socket
 import stat
 import time
 from pathlib import Path
@@ -140,7 +141,7 @@ class OutputLock:
                     continue
                 try:  # for the message of a run refused meanwhile; a full disk fails the run later, not here
                     os.ftruncate(fd, 0)
-                    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                    os.pwrite(fd, f"{os.getpid()}\n{socket.gethostname()}\n".encode(), 0)
                 except OSError:
                     pass
             except BaseException:
@@ -167,12 +168,14 @@ class OutputLock:
 
 
 def _holder(fd: int) -> str:
-    """The pid the lock's holder wrote (it writes it just after locking: wait a moment for it)."""
+    """The pid the lock's holder wrote (it writes it just after locking: wait a moment for it), and its host when
+    that is another machine (a lock on a network file system)."""
     deadline = time.monotonic() + 1.0
     while True:
-        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-        if text.isdigit():
-            return text
+        lines = os.pread(fd, 300, 0).decode("utf-8", "replace").split("\n")
+        if lines[0].strip().isdigit():
+            host = lines[1].strip() if len(lines) > 1 else ""
+            return lines[0].strip() + (f" on {host}" if host and host != socket.gethostname() else "")
         if time.monotonic() > deadline:
             return "unknown"
         time.sleep(0.02)
