@@ -322,6 +322,21 @@ def test_an_old_checkpoint_that_cannot_be_removed_is_reported_not_lost(tmp_path:
     assert "the next run removes it)" in message and (partial / "old").is_dir()
 
 
+def test_a_second_interrupt_while_the_old_checkpoint_is_removed_still_reports_the_new_one(tmp_path: Path,
+                                                                                         monkeypatch) -> None:
+    out, partial = tmp_path / "out", tmp_path / "out.partial"
+    (out / "old").mkdir(parents=True)
+    (partial / "new").mkdir(parents=True)
+
+    def interrupted(path: Path) -> None:
+        raise KeyboardInterrupt()
+
+    monkeypatch.setattr(outlock, "_remove_tree", interrupted)
+    message = outlock.replace(partial, out)
+    assert (out / "new").is_dir() and message is not None
+    assert "could not be removed (interrupted); what is left of it is in" in message
+
+
 def test_a_file_system_without_locks_is_said_and_the_run_goes_on(tmp_path: Path, monkeypatch) -> None:
     import errno
     import fcntl

@@ -264,13 +264,12 @@ def replace(partial: Path, output: Path) -> str | None:
     old = os.lstat(output)
     if stat.S_ISDIR(old.st_mode) and _exchange(partial, output):
         # OUT is the new checkpoint; OUT.partial the old one, removed now or by the next run
-        _fsync_dir(output.parent)
-        left = partial
         try:
+            _fsync_dir(output.parent)
             _remove_tree(partial)
             _fsync_dir(output.parent)
-        except OSError as error:
-            return _not_removed(output, left, error)
+        except (OSError, KeyboardInterrupt) as error:  # the new one is in place: say so, with what is left
+            return _not_removed(output, partial, error)
         return f"{output}: replaced; the previous checkpoint is removed"
     replaced = replaced_path(output)
     if os.path.lexists(replaced):
@@ -281,22 +280,25 @@ def replace(partial: Path, output: Path) -> str | None:
     except BaseException:
         _rename(replaced, output)
         raise
-    _fsync_dir(output.parent)
     try:
+        _fsync_dir(output.parent)
         discard(replaced, output)
-    except OSError as error:
+    except (OSError, KeyboardInterrupt) as error:
         left = replaced if os.path.lexists(replaced) else partial
         return _not_removed(output, left, error)
     return f"{output}: replaced; the previous checkpoint is removed"
 
 
-def _not_removed(output: Path, left: Path, error: OSError) -> str:
-    return (f"{output}: replaced, but the previous checkpoint could not be removed ({error.filename or left}: "
-            f"{error.strerror or error}); it is left in {left} (the next run removes it"
-            + (" with --force)" if left.name.endswith(REPLACED_SUFFIX) else ")"))
+def _not_removed(output: Path, left: Path, error: BaseException) -> str:
+    """The line for a replaced OUT whose old checkpoint was not (entirely) removed: an I/O error, or a second
+    interrupt (the conversion itself is complete and in place, so the run still succeeds)."""
+    why = ("interrupted" if isinstance(error, KeyboardInterrupt) else
+           f"{getattr(error, 'filename', None) or left}: {getattr(error, 'strerror', None) or error}")
+    return (f"{output}: replaced, but the previous checkpoint could not be removed ({why}); what is left of it is "
+            f"in {left} (the next run removes it" + (" with --force)" if left.name.endswith(REPLACED_SUFFIX) else ")"))
 
 
-# The file system steps, one function each (the kill campaign stops a run right after each of them).
+# The file system steps, one function each (the kill campaign stops a run just before each of them).
 
 def _rename(source: Path, dest: Path) -> None:
     os.rename(source, dest)
