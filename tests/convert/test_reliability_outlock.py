@@ -160,6 +160,17 @@ def test_a_lock_file_that_is_not_a_plain_file_is_refused(tmp_path: Path, kind: s
     assert (target.exists() and not any(target.iterdir())) if kind == "link to a folder" else not target.exists()
 
 
+def test_a_lock_file_with_other_hard_links_is_never_written(tmp_path: Path) -> None:
+    # a hard link planted as OUT.lock would make "write the pid" truncate the file it shares its data with
+    victim = tmp_path / "notes.txt"
+    victim.write_text("the user's notes\n")
+    out = tmp_path / "out"
+    os.link(victim, out.with_name("out.lock"))
+    result = run_cli(*convert_args(fixture_nemo("tiny_llama_torch_dist"), out))
+    one_error(result, f"{out}.lock: not a nemo-migrate lock file (2 hard links)", "remove it")
+    assert victim.read_text() == "the user's notes\n" and not out.exists()
+
+
 # --- OUT.partial ------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", ["link to a folder", "dangling link", "file"])

@@ -5,7 +5,8 @@ Names, all in OUT's parent folder:
 - `OUT.lock`: a run holds an exclusive `flock` on it from before it looks at any leftover until its output is in
   place; a second run to the same OUT is refused while the first holds it. The file itself is only a place to
   lock (it holds the holder's pid and host, for the message): one whose lock is free (a killed run's) is simply
-  taken over. It is opened with O_NOFOLLOW (never through a link) and removed when the run ends.
+  taken over. It is opened with O_NOFOLLOW (never through a link), refused if it has other hard links or more
+  than a lock file's few bytes, and removed when the run ends.
 - `OUT.partial/`: the run's work in progress, renamed to OUT when complete. Only the run holding the lock creates or
   removes it; one found with the lock free is an interrupted run's and is removed (with a line saying so). One
   that is a link or not a folder is never followed or removed: an error.
@@ -121,6 +122,10 @@ class OutputLock:
                 if not stat.S_ISREG(opened.st_mode):
                     raise MigratorError(f"{self.path}: {_kind(opened.st_mode)} where the lock file of {self.output} "
                                         "goes; remove it")
+                if opened.st_nlink > 1 or opened.st_size > 4096:  # writing the pid would truncate someone's data
+                    what = (f"{opened.st_nlink} hard links" if opened.st_nlink > 1 else f"{opened.st_size} bytes")
+                    raise MigratorError(f"{self.path}: not a nemo-migrate lock file ({what}); never written to: "
+                                        "remove it")
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
