@@ -2,9 +2,9 @@
 
     python scripts/fuzz_kill.py --seed 1 --cases 300 [--minutes 20] [--keep DIR]
 
-Converts the NeMo-made fixtures in ../shared/fixtures/nemo1 (fresh and --force over an existing output), kills each
-run with SIGKILL at a random point (and one time in three the run that recovers from it), then checks that no
-incomplete output looks complete, that --force never loses both the old and the new output, and that the next run
+Converts the NeMo-made fixtures in ../shared/fixtures/nemo1 (to NeMo 2.0 and Megatron-Bridge; fresh and --force
+over an existing output), kills each run with SIGKILL at a random point (and one time in three the run that
+recovers from it), then checks that no incomplete output looks complete, that --force never loses both the old and the new output, and that the next run
 recovers and succeeds; also kills a --force run before each step of the replacement, on both routes.
 Prints tried / killed / clean / defects per group and the first defects; exit 1 if any."""
 from __future__ import annotations

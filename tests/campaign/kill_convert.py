@@ -1,7 +1,7 @@
 """SIGKILL campaign for `nemo-migrate convert` (issue 14): real conversions killed at random points, then checked.
 
-Each case runs `python -m migrator convert` on a NeMo-made fixture (fresh, or `--force` over an existing complete
-OUT), kills it with SIGKILL after a random delay (counted from the start, or from the moment `OUT.lock` appears,
+Each case runs `python -m migrator convert` on a NeMo-made fixture (to NeMo 2.0 or Megatron-Bridge; fresh, or
+`--force` over an existing complete OUT), kills it with SIGKILL after a random delay (counted from the start, or from the moment `OUT.lock` appears,
 where the writing happens), one time in three kills the run that recovers from it too, and checks:
 - no complete-looking OUT that is not complete: if OUT exists, `verify_checkpoint(OUT, against=input).ok`;
 - with `--force`: the old or the new OUT is present (at OUT, or as `OUT.replaced-old` while OUT is absent), and
@@ -29,6 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 LLAMA_ID = "meta-llama/Meta-Llama-3-8B"
 FIXTURES = ("tiny_llama_torch_dist", "tiny_llama_zarr")
+KINDS = (("tiny_llama_torch_dist", "nemo2"), ("tiny_llama_zarr", "nemo2"), ("tiny_llama_torch_dist", "bridge"))
 RECOGNISED = (".partial", ".lock", ".replaced-old")
 
 # `python -c DRIVER convert ...`: the real CLI, with SIGKILL just before the NM_KILL_AT-th file-system step of
@@ -82,9 +83,9 @@ class Group:
         return self.tried - self.clean
 
 
-def command(nemo: Path, out: Path, force: bool) -> list[str]:
-    return ["convert", "--input_path", str(nemo), "--output_path", str(out), "--model_id", LLAMA_ID,
-            *(["--force"] if force else [])]
+def command(nemo: Path, out: Path, force: bool, to: str = "nemo2") -> list[str]:
+    return ["convert", "--input_path", str(nemo), "--output_path", str(out),
+            *(["--model_id", LLAMA_ID] if to == "nemo2" else ["--to", "bridge"]), *(["--force"] if force else [])]
 
 
 def run_cli(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
@@ -122,10 +123,10 @@ def check_after_kill(out: Path, nemo: Path, force: bool) -> list[str]:
     return problems
 
 
-def check_next_run(out: Path, nemo: Path, force: bool) -> list[str]:
+def check_next_run(out: Path, nemo: Path, force: bool, to: str = "nemo2") -> list[str]:
     """A following normal run (with --force where OUT exists or the killed run had it) recovers and succeeds."""
     again = force or os.path.lexists(out) or os.path.lexists(out.with_name(out.name + ".replaced-old"))
-    result = run_cli(command(nemo, out, again))
+    result = run_cli(command(nemo, out, again, to))
     if result.returncode != 0:
         return [f"the next run exited {result.returncode}: {result.stderr.strip().splitlines()[-1:]}"]
     problems = []
@@ -140,22 +141,25 @@ def check_next_run(out: Path, nemo: Path, force: bool) -> list[str]:
 
 
 class Templates:
-    """One complete conversion per fixture (copied as the existing OUT of --force cases) and its duration."""
+    """One complete conversion per fixture and destination (copied as the existing OUT of --force cases) and its
+    duration."""
 
     def __init__(self, root: Path, fixtures: dict[str, Path]) -> None:
         self.root = root
         self.fixtures = fixtures
-        self.outputs: dict[str, Path] = {}
-        self.seconds: dict[str, float] = {}
-        self.after_lock: dict[str, float] = {}
+        self.outputs: dict[tuple[str, str], Path] = {}
+        self.seconds: dict[tuple[str, str], float] = {}
+        self.after_lock: dict[tuple[str, str], float] = {}
 
-    def get(self, name: str) -> tuple[Path, float, float]:
-        if name not in self.outputs:
-            folder = self.root / f"template-{name}"
+    def get(self, name: str, to: str = "nemo2") -> tuple[Path, float, float]:
+        key = (name, to)
+        if key not in self.outputs:
+            folder = self.root / f"template-{name}-{to}"
             folder.mkdir(parents=True)
             out = folder / "out"
             started = time.monotonic()
-            process = subprocess.Popen([sys.executable, "-m", "migrator", *command(self.fixtures[name], out, False)],
+            process = subprocess.Popen([sys.executable, "-m", "migrator",
+                                        *command(self.fixtures[name], out, False, to)],
                                        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             locked = None
             while process.poll() is None:
@@ -165,10 +169,10 @@ class Templates:
             ended = time.monotonic()
             if process.returncode != 0:
                 raise RuntimeError(f"the template conversion of {name} failed: {process.stderr.read()}")
-            self.outputs[name] = out
-            self.seconds[name] = ended - started
-            self.after_lock[name] = ended - (locked or started)
-        return self.outputs[name], self.seconds[name], self.after_lock[name]
+            self.outputs[key] = out
+            self.seconds[key] = ended - started
+            self.after_lock[key] = ended - (locked or started)
+        return self.outputs[key], self.seconds[key], self.after_lock[key]
 
 
 def kill_run(rng: random.Random, args: list[str], out: Path, seconds: float, after_lock: float
@@ -198,32 +202,32 @@ def kill_run(rng: random.Random, args: list[str], out: Path, seconds: float, aft
 
 
 def one_case(rng: random.Random, folder: Path, nemo: Path, template: Path, seconds: float, after_lock: float,
-             force: bool) -> tuple[bool, list[str], str]:
+             force: bool, to: str = "nemo2") -> tuple[bool, list[str], str]:
     """Kill one conversion at a random point (and, one time in three, the run that recovers from it too); returns
     (killed, problems, label)."""
     folder.mkdir(parents=True)
     out = folder / "out"
     if force:
         shutil.copytree(template, out)
-    killed, code, label = kill_run(rng, command(nemo, out, force), out, seconds, after_lock)
-    label = f"{nemo.stem}{' --force' if force else ''}, {label}"
+    killed, code, label = kill_run(rng, command(nemo, out, force, to), out, seconds, after_lock)
+    label = f"{nemo.stem} --to {to}{' --force' if force else ''}, {label}"
     problems = check_after_kill(out, nemo, force)
     if not killed and code != 0:
         problems.append(f"the run ended before the kill with exit {code}")
     if rng.random() < 1 / 3:  # kill the recovering run as well
         again = force or os.path.lexists(out) or os.path.lexists(out.with_name(out.name + ".replaced-old"))
-        second, code, how = kill_run(rng, command(nemo, out, again), out, seconds, after_lock)
+        second, code, how = kill_run(rng, command(nemo, out, again, to), out, seconds, after_lock)
         label += f"; the next run: {how}"
         problems += [f"after the second kill: {p}" for p in check_after_kill(out, nemo, again)]
         if not second and code != 0:
             problems.append(f"the next run ended before the kill with exit {code}")
-    problems += check_next_run(out, nemo, force)
+    problems += check_next_run(out, nemo, force, to)
     return killed, problems, label
 
 
 def run(seed: int, cases: int, root: Path, fixtures: dict[str, Path], budget_s: float | None = None
         ) -> dict[str, Group]:
-    """`cases` random kills (fresh and --force alternately, both fixtures); stops early after `budget_s`."""
+    """`cases` random kills (fresh and --force alternately, over KINDS); stops early after `budget_s`."""
     rng = random.Random(seed)
     templates = Templates(root, fixtures)
     groups = {"fresh": Group(), "--force": Group()}
@@ -232,11 +236,11 @@ def run(seed: int, cases: int, root: Path, fixtures: dict[str, Path], budget_s: 
         if budget_s is not None and time.monotonic() - started > budget_s:
             break
         force = n % 2 == 1
-        name = FIXTURES[(n // 2) % len(FIXTURES)]
-        template, seconds, after_lock = templates.get(name)
+        name, to = KINDS[(n // 2) % len(KINDS)]
+        template, seconds, after_lock = templates.get(name, to)
         group = groups["--force" if force else "fresh"]
         killed, problems, label = one_case(rng, root / f"case{n}", fixtures[name], template, seconds, after_lock,
-                                           force)
+                                           force, to)
         group.tried += 1
         group.killed += killed
         if problems:
