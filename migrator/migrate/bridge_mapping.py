@@ -16,7 +16,7 @@ from migrator.engine.bridge_table import BridgeTable, Nemo1Mapping, same_value
 from migrator.engine.diagnostics import Diagnostic, Location
 from migrator.engine.table import Setting, Table
 from migrator.errors import MigratorError
-from migrator.migrate.mapping import Message, MessageSeverity, nemo1_config, py
+from migrator.migrate.mapping import Message, MessageSeverity, json_form, nemo1_config, py
 from migrator.versions import BridgeTarget, Source, Target, Version
 from migrator.yaml import checks
 from migrator.yaml.document import Document, Node, parse
@@ -77,32 +77,13 @@ class BridgeMapping:
         return {f.name: f.value for f in self.fields}
 
     def as_json(self) -> dict[str, Any]:
-        def loc(location: Location | None) -> dict[str, int] | None:
-            return {"row": location.row, "column": location.column} if location is not None else None
-
-        return {
-            "config": self.filename,
-            "kind": self.kind,
-            "target": {"megatron-bridge": str(self.target.bridge), "megatron-core": str(self.target.megatron_core)},
-            "source": {"nemo": str(self.source.nemo)} if self.source.nemo else None,
-            "class": CLASS,
-            "refused": self.refused,
-            "arguments": [
-                {"name": f.name, "value": f.value, "setting": f.setting, "origin": f.origin, "comment": f.comment,
-                 "location": loc(f.location)}
-                for f in self.fields
-            ],
-            "omitted": [
-                {"setting": o.setting, "argument": o.field, "value": o.value, "reason": o.reason,
-                 "location": loc(o.location)}
-                for o in self.omitted
-            ],
-            "messages": [
-                {"severity": m.severity, "code": m.code, "message": m.text, "setting": m.setting,
-                 "location": loc(m.location)}
-                for m in self.messages
-            ],
-        }
+        return json_form(
+            self.filename, self.kind, {"megatron-bridge": str(self.target.bridge),
+                                       "megatron-core": str(self.target.megatron_core)},
+            self.source, CLASS, self.refused,
+            [(f.name, f.value, f.setting, f.origin, f.comment, f.location) for f in self.fields],
+            [(o.setting, o.field, o.value, o.reason, o.location) for o in self.omitted],
+            self.messages)
 
 
 # ================================================================================================= shared judgement

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -102,32 +103,50 @@ class Mapping:
         return next((a for a in self.arguments if a.name == name), None)
 
     def as_json(self) -> dict[str, Any]:
-        def loc(node: Node | None) -> dict[str, int] | None:
-            return {"row": node.start.row, "column": node.start.column} if node is not None else None
+        def start(node: Node | None) -> Location | None:
+            return node.start if node is not None else None
 
-        return {
-            "config": self.filename,
-            "kind": self.config.kind,
-            "target": {"nemo": str(self.target.nemo), "megatron-core": str(self.target.megatron_core)},
-            "source": {"nemo": str(self.source.nemo)} if self.source.nemo else None,
-            "class": "nemo.lightning.MegatronStrategy",
-            "refused": self.refused,
-            "arguments": [
-                {"name": a.name, "value": a.value, "setting": a.yaml_path, "origin": a.origin, "comment": a.comment,
-                 "location": loc(a.key)}
-                for a in self.arguments
-            ],
-            "omitted": [
-                {"setting": o.setting, "argument": o.argument, "value": o.value, "reason": o.reason,
-                 "location": loc(o.key)}
-                for o in self.omitted
-            ],
-            "messages": [
-                {"severity": m.severity, "code": m.code, "message": m.text, "setting": m.setting,
-                 "location": {"row": m.location.row, "column": m.location.column} if m.location else None}
-                for m in self.messages
-            ],
-        }
+        return json_form(
+            self.filename, self.config.kind, {"nemo": str(self.target.nemo),
+                                              "megatron-core": str(self.target.megatron_core)},
+            self.source, "nemo.lightning.MegatronStrategy", self.refused,
+            [(a.name, a.value, a.yaml_path, a.origin, a.comment, start(a.key)) for a in self.arguments],
+            [(o.setting, o.argument, o.value, o.reason, start(o.key)) for o in self.omitted],
+            self.messages)
+
+
+def json_form(config: str, kind: str, target: dict[str, str], source: Source, class_name: str, refused: bool,
+              arguments: Iterable[tuple[str, Scalar, str, str, str | None, Location | None]],
+              omitted: Iterable[tuple[str, str | None, Scalar, str, Location | None]],
+              messages: Iterable[Message]) -> dict[str, Any]:
+    """`migrate-config --output-format json`, for either destination (NeMo 2.0 `Mapping`, Megatron-Bridge
+    `BridgeMapping`): arguments as (name, value, setting, origin, comment, where), omitted settings as (setting,
+    argument, value, reason, where), `where` a YAML position or None."""
+    def loc(where: Location | None) -> dict[str, int] | None:
+        return {"row": where.row, "column": where.column} if where is not None else None
+
+    return {
+        "config": config,
+        "kind": kind,
+        "target": target,
+        "source": {"nemo": str(source.nemo)} if source.nemo else None,
+        "class": class_name,
+        "refused": refused,
+        "arguments": [
+            {"name": name, "value": value, "setting": setting, "origin": origin, "comment": comment,
+             "location": loc(where)}
+            for name, value, setting, origin, comment, where in arguments
+        ],
+        "omitted": [
+            {"setting": setting, "argument": argument, "value": value, "reason": reason, "location": loc(where)}
+            for setting, argument, value, reason, where in omitted
+        ],
+        "messages": [
+            {"severity": m.severity, "code": m.code, "message": m.text, "setting": m.setting,
+             "location": loc(m.location)}
+            for m in messages
+        ],
+    }
 
 
 def py(value: Scalar) -> str:
