@@ -152,3 +152,45 @@ def test_a_syntax_error_in_bridge_code_is_one_line():
     proc = run_cli("lint", "-", "--stdin-filename", "t.py", input=IMPORT + "CheckpointConfig(\n")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "t.py:2:" in proc.stderr, proc.stderr
     assert "Python syntax error" in proc.stderr
+
+
+# ================================================================================================ --target megatron-bridge=X
+@pytest.mark.parametrize("command", [("nemo-migrate", "lint"), ("migrate-config",), ("nemo-migrate", "patch")])
+def test_help_says_what_megatron_bridge_x_means_and_how_convert_differs(command):
+    entry, *sub = command
+    proc = run_cli(*sub, "--help", entry=entry)
+    text = " ".join(proc.stdout.split())
+    assert proc.returncode == 0
+    assert "the one Megatron-Bridge release to judge against: X=0.3 means the newest known 0.3.x, X=0.3.0 " \
+           "exactly that tag; default: the newest known release" in text, text
+    assert "every 0.3.x tag must load the checkpoint" in text
+
+
+@pytest.mark.parametrize("value, why", [
+    ("0.3..0.6", "a range of release lines is for `nemo-migrate convert`"),
+    ("0.9", "is not a release the rule table knows"),
+    ("abc", "is not a version number"),
+])
+def test_a_bad_bridge_release_names_what_the_value_means(tmp_path, value, why):
+    from tests.conftest import PROJECT_FIXTURES
+
+    script = tmp_path / "train.py"
+    script.write_text(RECIPE)
+    for entry, args in (("nemo-migrate", ("lint", str(script))),
+                        ("migrate-config", (str(PROJECT_FIXTURES / "examples" / "gpt_to_bridge.yaml"), "--to",
+                                            "bridge"))):
+        proc = run_cli(*args, "--target", f"megatron-bridge={value}", entry=entry)
+        assert proc.returncode == 2 and proc.stdout == "" and proc.stderr.count("\n") == 1, proc.stderr
+        assert why in proc.stderr
+        assert "here megatron-bridge=X is the one release configs and code are judged against: 0.3 means the " \
+               "newest known 0.3.x, 0.3.0 exactly that tag (known: 0.2.0, " in proc.stderr, proc.stderr
+
+
+def test_megatron_bridge_0_3_is_the_newest_0_3_release_for_lint_and_migrate_config():
+    from migrator.cli.options import resolve_bridge_target
+    from migrator.engine.bridge_table import load_bridge_table
+
+    assert str(resolve_bridge_target("megatron-bridge=0.3").bridge) == "0.3.1"
+    assert str(resolve_bridge_target("megatron-bridge=0.3.0").bridge) == "0.3.0"
+    assert str(resolve_bridge_target(None).bridge) == load_bridge_table().newest.version
+    assert str(resolve_lint_targets("megatron-bridge=0.3")[1].bridge) == "0.3.1"
