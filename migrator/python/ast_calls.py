@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from migrator.engine.table import Table
-from migrator.python.names import NOT_LITERAL, _absolute, package_of
+from migrator.python.names import NOT_LITERAL, StrategyNames, _absolute, package_of
 
 
 class Unsupported(Exception):
@@ -343,10 +343,7 @@ class _Finder(Resolver):
                  call_rows: _Rows):
         super().__init__(package, scopes)
         self.call_rows = call_rows
-        self.classes = set(table.strategy.class_names)
-        self.wrappers = set(table.strategy.config_wrappers)
-        self.enum_classes = {a.enum_class for a in table.strategy.arguments if a.enum_class}
-        self.enum_names = {e.rsplit(".", 1)[-1] for e in self.enum_classes}
+        self.known = StrategyNames.of(table)
         self.source = source
         self.calls: list[AstCall] = []
         self.raises_depth = 0
@@ -368,7 +365,7 @@ class _Finder(Resolver):
                    for item in node.items)
 
     def is_strategy(self, node: ast.AST, scope: _Scope) -> bool:
-        return bool(self.names(node, scope) & self.classes)
+        return bool(self.names(node, scope) & self.known.classes)
 
     # ---------------------------------------------------------------------------------------- calls
     def enter(self, node: ast.AST, scope: _Scope) -> None:
@@ -377,7 +374,7 @@ class _Finder(Resolver):
         if self.is_strategy(node.func, scope):
             self.calls.append(self.collect(node, None, scope))
             return
-        wrapper = self.names(node.func, scope) & self.wrappers
+        wrapper = self.names(node.func, scope) & self.known.wrappers
         if wrapper and node.args and not isinstance(node.args[0], ast.Starred) \
                 and all((k.lineno, k.col_offset) > (node.args[0].lineno, node.args[0].col_offset)
                         for k in node.keywords) \
@@ -396,27 +393,26 @@ class _Finder(Resolver):
         return call
 
     def literal(self, expr: ast.expr, scope: _Scope) -> Any:
-        """As `calls._Finder.literal`: True/False/None, a number, a string or bytes literal (also implicitly
-        concatenated), a signed number, the lower-case member of a StrictHandling enum; else NOT_LITERAL."""
-        if isinstance(expr, ast.Constant):
-            value = expr.value
-            if value is None or isinstance(value, (bool, int, float, str, bytes)):
-                return value
-            return NOT_LITERAL  # complex, Ellipsis
-        if isinstance(expr, ast.UnaryOp):
-            operand = expr.operand
-            if isinstance(operand, ast.Constant) and type(operand.value) in (int, float) \
-                    and isinstance(expr.op, (ast.UAdd, ast.USub)):
-                return -operand.value if isinstance(expr.op, ast.USub) else +operand.value
-            return NOT_LITERAL
+        """As `calls._Finder.literal`: a `literal` below, or the lower-case member of a StrictHandling enum; else
+        NOT_LITERAL."""
         if isinstance(expr, ast.Attribute):
-            for name in self.names(expr, scope):
-                owner, _, member = name.rpartition(".")
-                if owner in self.enum_classes or (owner.startswith("megatron.")
-                                                  and owner.rsplit(".", 1)[-1] in self.enum_names):
-                    return member.lower()
-            return NOT_LITERAL
-        return NOT_LITERAL
+            return self.known.enum_member(self.names(expr, scope))
+        return literal(expr)
+
+
+def literal(expr: ast.expr) -> Any:
+    """True/False/None, a number, a string or bytes literal (also implicitly concatenated), a signed number; else
+    NOT_LITERAL (as LibCST's readers take them: `bridge_from_nemo2.literal`, `calls._Finder.literal`)."""
+    if isinstance(expr, ast.Constant):
+        value = expr.value
+        if value is None or isinstance(value, (bool, int, float, str, bytes)):
+            return value
+        return NOT_LITERAL  # complex, Ellipsis
+    if isinstance(expr, ast.UnaryOp) and isinstance(expr.op, (ast.UAdd, ast.USub)):
+        operand = expr.operand
+        if isinstance(operand, ast.Constant) and type(operand.value) in (int, float):
+            return -operand.value if isinstance(expr.op, ast.USub) else +operand.value
+    return NOT_LITERAL
 
 
 # ------------------------------------------------------------------------------------------------------ positions

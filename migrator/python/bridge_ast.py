@@ -12,8 +12,8 @@ import ast
 from dataclasses import dataclass, field
 from typing import Any
 
-from migrator.python.ast_calls import Piece, Resolver, _Scope, _Source, bind
-from migrator.python.names import NOT_LITERAL, package_of
+from migrator.python.ast_calls import Piece, Resolver, _Scope, _Source, bind, literal
+from migrator.python.names import package_of
 
 BRIDGE_PACKAGE = "megatron.bridge"  # a module importing from it is Bridge code: its `x.checkpoint.y = ...` count
 
@@ -49,21 +49,6 @@ class BridgeCode:
     assignments: list[BridgeAssignment] = field(default_factory=list)
     bound: set[str] = field(default_factory=set)  # names a CheckpointConfig call is assigned to
     imports_bridge: bool = False
-
-
-def literal(expr: ast.expr) -> Any:
-    """True/False/None, a number, a string or bytes literal (also implicitly concatenated), a signed number; else
-    NOT_LITERAL (as `bridge_from_nemo2.literal` reads LibCST nodes)."""
-    if isinstance(expr, ast.Constant):
-        value = expr.value
-        if value is None or isinstance(value, (bool, int, float, str, bytes)):
-            return value
-        return NOT_LITERAL  # complex, Ellipsis
-    if isinstance(expr, ast.UnaryOp) and isinstance(expr.op, (ast.UAdd, ast.USub)):
-        operand = expr.operand
-        if isinstance(operand, ast.Constant) and type(operand.value) in (int, float):
-            return -operand.value if isinstance(expr.op, ast.USub) else +operand.value
-    return NOT_LITERAL
 
 
 class _Finder(Resolver):

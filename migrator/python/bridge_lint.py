@@ -23,7 +23,7 @@ from migrator.engine.table import Table
 from migrator.errors import MigratorError
 from migrator.python.ast_calls import Piece, Unsupported
 from migrator.python.bridge_ast import BridgeCall, BridgeCode, find_bridge_code
-from migrator.python.lint import BOM, syntax_check, too_deep
+from migrator.python.lint import guarded, syntax_check, without_bom
 from migrator.python.names import NOT_LITERAL
 from migrator.versions import BridgeTarget
 
@@ -110,16 +110,9 @@ class BridgeChecker:
         return True
 
 
+@guarded
 def check_text(text: str, filename: str, table: Table, options: Any) -> list[Diagnostic]:
-    try:
-        return _check_text(text, filename, table, options)
-    except (RecursionError, MemoryError):
-        raise too_deep(filename) from None
-
-
-def _check_text(text: str, filename: str, table: Table, options: Any) -> list[Diagnostic]:
-    shift = 1 if text.startswith(BOM) else 0  # LibCST drops a BOM; columns on row 1 move by one
-    body = text.removeprefix(BOM)
+    body, shift = without_bom(text)
     tree = syntax_check(body, filename, shift)
     checker = BridgeChecker(filename, table, getattr(options, "bridge_target", None), shift)
     try:
