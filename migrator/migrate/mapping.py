@@ -77,8 +77,23 @@ class Omitted:
     key: Node | None = None
 
 
+class Refusable:
+    """A mapping's verdict from its messages: an error means no code is produced (unless --force)."""
+
+    messages: list[Message]
+
+    @property
+    def errors(self) -> list[Message]:
+        return [m for m in self.messages if m.severity == "error"]
+
+    @property
+    def refused(self) -> bool:
+        """True when the tool must not produce code (an error, and no --force)."""
+        return bool(self.errors)
+
+
 @dataclass
-class Mapping:
+class Mapping(Refusable):
     filename: str
     target: Target
     source: Source
@@ -89,15 +104,6 @@ class Mapping:
     omitted: list[Omitted] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
     findings: list[Diagnostic] = field(default_factory=list)  # every YAML lint finding on the file
-
-    @property
-    def errors(self) -> list[Message]:
-        return [m for m in self.messages if m.severity == "error"]
-
-    @property
-    def refused(self) -> bool:
-        """True when the tool must not produce code (an error, and no --force)."""
-        return bool(self.errors)
 
     def argument(self, name: str) -> MappedArgument | None:
         return next((a for a in self.arguments if a.name == name), None)
@@ -166,15 +172,22 @@ def load_mapping(path: str | Path, table: Table, target: Target, source: Source,
     return map_text(text, display, table, target, source, force=force)
 
 
-def map_text(text: str, filename: str, table: Table, target: Target, source: Source, *,
-             force: bool = False) -> Mapping:
+def parse_nemo1(text: str, filename: str, nemo2_refusal: str) -> tuple[Document, checks.Config]:
+    """A NeMo 1.0 YAML, parsed and classified; a NeMo 2.0 one (a `strategy:` block) is refused with `nemo2_refusal`,
+    at the block's key."""
     document = parse(text, filename)
     config = nemo1_config(document, filename)
     if config.kind == "nemo2":
         key = config.strategy[0]
-        raise MigratorError(f"{filename}:{key.start.row}:{key.start.column}: already a NeMo 2.0 config (its "
-                            "`strategy:` block holds the MegatronStrategy arguments): nothing to migrate; "
-                            "`nemo-migrate lint` judges that block")
+        raise MigratorError(f"{filename}:{key.start.row}:{key.start.column}: {nemo2_refusal}")
+    return document, config
+
+
+def map_text(text: str, filename: str, table: Table, target: Target, source: Source, *,
+             force: bool = False) -> Mapping:
+    document, config = parse_nemo1(text, filename, "already a NeMo 2.0 config (its `strategy:` block holds the "
+                                   "MegatronStrategy arguments): nothing to migrate; `nemo-migrate lint` judges that "
+                                   "block")
     if config.kind == "training" and config.model is not None and config.checkpoints in ("none", "fsdp"):
         why = ("an FSDP config (model.fsdp: True) writes FSDP checkpoints" if config.checkpoints == "fsdp" else
                "no Megatron GPT/BERT/T5/Mamba model config (no mcore_* flag, no dist_ckpt_* key)")
