@@ -133,6 +133,19 @@ def test_what_is_judged_and_what_is_not():
     assert found == []  # a relative import outside a package names nothing
 
 
+def test_relative_imports_inside_the_bridge_package(tmp_path):
+    package = tmp_path / "megatron" / "bridge" / "recipes"
+    package.mkdir(parents=True)
+    for folder in (package, package.parent, package.parent.parent):
+        (folder / "__init__.py").write_text("")
+    path = package / "mine.py"
+    text = ("from ..training.config import CheckpointConfig\nfrom ..training import config as c\n"
+            "CheckpointConfig(nonsense=1)\nc.CheckpointConfig(ckpt_format='zar')\n")
+    path.write_text(text)
+    _, fast, reference = lint_both(text, filename=str(path))
+    assert fast == reference and [(d.code, d.location.row) for d in fast] == [("NM201", 3), ("NM202", 4)]
+
+
 def test_files_the_ast_path_declines_go_to_libcst():
     # `global` rebinds names across scopes: LibCST's scope analysis decides
     text = IMPORT + "def f():\n    global CheckpointConfig\nCheckpointConfig(nonsense=1)\n"
