@@ -55,7 +55,7 @@ class _Interrupts:
     main thread, so what it does (reading the index, deriving or writing the context, fsyncing) stops at once and
     the pipeline removes OUT.partial/ as for any error. It is not raised inside Python's import machinery (a
     KeyboardInterrupt there can leak the import lock and deadlock a worker thread that imports torch) nor inside
-    the rename that publishes OUT (`pipeline._replace`): the signal is delivered again every RETRY_S until the
+    the rename that publishes OUT (`outlock.replace`, `recover`, `discard`): the signal is delivered again every RETRY_S until the
     main thread is out of those. If the main thread has not finished within HARD_S (a long import of torch, a
     worker inside one large cast), a watchdog thread removes OUT.partial/ itself and exits; it never does so
     during the rename. Later signals change nothing: the cleanup they would interrupt is what makes the exit
@@ -136,9 +136,14 @@ class _Interrupts:
 _SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
-def _pipeline_code(name: str) -> object:
-    pipeline = sys.modules.get("migrator.convert.pipeline")
-    return getattr(getattr(pipeline, name, None), "__code__", None)
+def _pipeline_code(name: str, module: str = "migrator.convert.pipeline") -> object:
+    return getattr(getattr(sys.modules.get(module), name, None), "__code__", None)
+
+
+# the renames that publish OUT, restore a kept copy or move one aside (convert.storage.outlock, under the lock): an
+# interrupt inside one would leave a half-done rename sequence
+_RENAMES = (("replace", "migrator.convert.storage.outlock"), ("recover", "migrator.convert.storage.outlock"),
+            ("discard", "migrator.convert.storage.outlock"), ("_replace", "migrator.convert.pipeline"))
 
 
 def _frames(frame: object):
@@ -148,9 +153,9 @@ def _frames(frame: object):
 
 
 def _publishing(frame: object) -> bool:
-    """The main thread is inside the rename that publishes OUT."""
-    replace = _pipeline_code("_replace")
-    return replace is not None and any(code is replace for code in _frames(frame))
+    """The main thread is inside the renames that publish OUT (or restore or move aside a kept copy)."""
+    renames = {id(code) for code in (_pipeline_code(name, module) for name, module in _RENAMES) if code is not None}
+    return any(id(code) in renames for code in _frames(frame))
 
 
 def _in_write_output(frame: object) -> bool:
@@ -204,7 +209,11 @@ def _interruptible(frame: object) -> bool:
                    "tensors and rewrites every chunk.")
 @click.option("--dry-run", "--dry_run", "dry_run", is_flag=True,
               help="Print the plan (tensors, shapes, dtypes, bytes, derived config, disk needed); write nothing.")
-@click.option("--force", is_flag=True, help="Replace an existing output (only once the new one is complete).")
+@click.option("--force", is_flag=True,
+              help="Replace an existing output: the old one stays until the new one is complete, then is removed (a "
+                   "kill at any point leaves the old or the new one; the next run restores an OUT.replaced-old "
+                   "left where OUT is absent). Also removes an OUT.replaced-old kept beside a complete OUT. A "
+                   "leftover OUT.partial needs no --force: the run holding OUT.lock removes it.")
 @click.option("--link", is_flag=True,
               help="Hard-link the data files instead of copying them, where the input is an extracted torch_dist "
                    "folder on the same file system (falls back to copying).")
