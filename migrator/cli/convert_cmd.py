@@ -55,8 +55,8 @@ class _Interrupts:
     main thread, so what it does (reading the index, deriving or writing the context, fsyncing) stops at once and
     the pipeline removes OUT.partial/ as for any error. It is not raised inside Python's import machinery (a
     KeyboardInterrupt there can leak the import lock and deadlock a worker thread that imports torch) nor inside
-    the rename that publishes OUT (`outlock.replace`, `recover`, `discard`): the signal is delivered again every RETRY_S until the
-    main thread is out of those. If the main thread has not finished within HARD_S (a long import of torch, a
+    the renames that publish OUT (`outlock.replace`, `recover`, `discard`): the signal is delivered again every
+    RETRY_S until the main thread is out of those. If the main thread has not finished within HARD_S (a long import of torch, a
     worker inside one large cast), a watchdog thread removes OUT.partial/ itself and exits; it never does so
     during the rename. Later signals change nothing: the cleanup they would interrupt is what makes the exit
     clean."""
