@@ -101,7 +101,7 @@ class ArchiveWriter:
         while a second thread computes the CRC from the same (cached) source bytes."""
         import threading
 
-        from migrator.convert.storage.fileops import copy_into, crc32_of_range
+        from migrator.convert.storage.fileops import compare_copy, copy_into, crc32_of_range
 
         encoded = f"{self._prefix}/{name}".encode("utf-8")
         self._out.flush()
@@ -120,8 +120,12 @@ class ArchiveWriter:
 
         thread = threading.Thread(target=checksum, daemon=True)
         thread.start()
+        dest = getattr(self._out, "path", None)
         try:
-            copy_into(src_fd, src_offset, self._out.fileno(), data_start, size, progress=progress, cancel=cancel)
+            copy_into(src_fd, src_offset, self._out.fileno(), data_start, size, progress=progress, cancel=cancel,
+                      dest=dest)
+            compare_copy(src_fd, src_offset, self._out.fileno(), data_start, size, source=None, dest=dest,
+                         cancel=cancel)
         finally:
             thread.join()
         if "error" in result:
@@ -138,7 +142,7 @@ class ArchiveWriter:
         length)`, `size` bytes in all), copied in the kernel while a second thread computes the CRC."""
         import threading
 
-        from migrator.convert.storage.fileops import BUFFER, check_cancel, copy_into
+        from migrator.convert.storage.fileops import BUFFER, check_cancel, compare_copy, copy_into
 
         if sum(length for _, _, length in ranges) != size:
             raise MigratorError(f"{name}: the ranges hold {sum(r[2] for r in ranges)} bytes for a record of {size}")
@@ -169,10 +173,14 @@ class ArchiveWriter:
 
         thread = threading.Thread(target=checksum, daemon=True)
         thread.start()
+        dest = getattr(self._out, "path", None)
         try:
             position = data_start
             for fd, offset, length in ranges:
-                copy_into(fd, offset, self._out.fileno(), position, length, progress=progress, cancel=cancel)
+                copy_into(fd, offset, self._out.fileno(), position, length, progress=progress, cancel=cancel,
+                          dest=dest)
+                compare_copy(fd, offset, self._out.fileno(), position, length, source=None, dest=dest,
+                             cancel=cancel)
                 position += length
         finally:
             thread.join()

@@ -27,7 +27,8 @@ from migrator.convert.read.model_config import load_model_config
 from migrator.convert.read.nonsharded import NonShardedIndex, is_nonsharded_member, open_rank_files
 from migrator.convert.read.torch_dist import DcpIndex, parse_dcp_metadata
 from migrator.convert.read.zarr import ZarrArray, build_zarr_index, is_zarr_chunk_member, parse_zarray
-from migrator.convert.storage.fileops import FileSlice, copy_file, copy_range, copy_stream, link_or_copy
+from migrator.convert.storage.fileops import (FileSlice, copy_file, copy_range, copy_stream, link_or_copy,
+                                              pread_exactly)
 from migrator.errors import MigratorError
 
 WEIGHTS_DIR = "model_weights"
@@ -281,10 +282,12 @@ class TarSource(Source):
 
     def read_member(self, name: str) -> bytes:
         offset, size = self._range(name)
-        data = os.pread(self._fd, size, offset)
-        if len(data) != size:
-            raise MigratorError(f"{self.describe(name)}: truncated archive")
-        return data
+        try:
+            return pread_exactly(self._fd, size, offset, self.path)
+        except EOFError:
+            raise MigratorError(f"{self.describe(name)}: truncated archive") from None
+        except OSError as error:
+            raise MigratorError(f"{self.describe(name)}: cannot read ({error.strerror or error})") from None
 
     def open_member(self, name: str) -> BinaryIO:
         offset, size = self._range(name)
@@ -293,7 +296,7 @@ class TarSource(Source):
     def copy_member(self, name: str, dest: Path, *, link: bool = False, progress=None, cancel=None) -> str:
         offset, size = self._range(name)
         try:
-            copy_range(self._fd, offset, size, dest, progress=progress, cancel=cancel)
+            copy_range(self._fd, offset, size, dest, progress=progress, cancel=cancel, source=self.describe(name))
         except EOFError:
             raise MigratorError(f"{self.describe(name)}: truncated archive") from None
         return "copy"
