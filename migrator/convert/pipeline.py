@@ -74,13 +74,13 @@ def _check_paths(options: ConvertOptions) -> None:
                             "--force")
 
 
-def _tokenizer(source: Source, options: ConvertOptions):
+def _tokenizer(source: Source, options: ConvertOptions, warn: Warn):
     from migrator.convert.model.tokenizer import resolve_tokenizer
 
     input_dir = options.input_path if options.input_path.is_dir() else options.input_path.parent
     return resolve_tokenizer(source.model_config, source.read_member, options.tokenizer_path,
                              options.tokenizer_library, options.tokenizer_vocab_file,
-                             options.tokenizer_model_name, input_dir=input_dir)
+                             options.tokenizer_model_name, input_dir=input_dir, note=warn)
 
 
 def _context_side(source: Source, options: ConvertOptions, warn: Warn, tokenizer=None):
@@ -96,7 +96,7 @@ def _context_side(source: Source, options: ConvertOptions, warn: Warn, tokenizer
             raise
         raise MigratorError(f"{error} (merged from {where})") from None
     if tokenizer is None:
-        tokenizer = _tokenizer(source, options)
+        tokenizer = _tokenizer(source, options, warn)
     # decided here, before anything is written, so --dry-run shows the vocab_size the real run writes
     reconcile_vocab_size(spec, tokenizer.vocab_size, warn)
     return spec, tokenizer
@@ -110,7 +110,7 @@ def _merge_vocabulary(source: Source, options: ConvertOptions, warn: Warn):
 
     index = source.nonsharded
     assert index is not None
-    tokenizer = _tokenizer(source, options)
+    tokenizer = _tokenizer(source, options, warn)
     merged = index.merged_vocab_rows()
     if index.tp == 1 or merged is None:
         return tokenizer
@@ -166,7 +166,7 @@ def _bridge_side(source: Source, options: ConvertOptions, warn: Warn, tokenizer=
         if tokenizer is None:
             input_dir = options.input_path if options.input_path.is_dir() else options.input_path.parent
             tokenizer = resolve_tokenizer(source.model_config, source.read_member, *tokenizer_flags,
-                                          input_dir=input_dir)
+                                          input_dir=input_dir, note=warn)
     yaml_name = source.model_config_origin or "model_config.yaml"
     facts = shapes.check_mamba(values, source.tensors) if mamba else shapes.check_gpt(values, source.tensors)
     if tokenizer.vocab_size is not None and tokenizer.vocab_size > facts.padded_vocab_size:
@@ -174,7 +174,8 @@ def _bridge_side(source: Source, options: ConvertOptions, warn: Warn, tokenizer=
                             f"{tokenizer.vocab_size} tokens")
     final_iter = options.output_path / iter_dir_name(options.iteration)
     spec = build_bridge_spec("mamba" if mamba else "gpt", values, facts.padded_vocab_size, facts.source_dtype,
-                             options.dtype, tokenizer, final_iter, table, span, warn)
+                             options.dtype, tokenizer, final_iter, table, span, warn,
+                             origin=f"{source.path}: {yaml_name}" if isinstance(source, Nemo2DirSource) else yaml_name)
     spec.expected_keys = {k[len("module."):] for k in facts.expected_keys}
     spec.origin = yaml_name
     return spec, tokenizer
