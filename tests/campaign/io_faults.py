@@ -239,7 +239,10 @@ def judge(case: Case, result: subprocess.CompletedProcess | None, out: Path, aga
 def default_verify(out: Path, against: Path) -> tuple[bool, str]:
     from migrator.convert.verify import verify_checkpoint
 
-    report = verify_checkpoint(out, against)
+    try:
+        report = verify_checkpoint(out, against)
+    except Exception as error:  # noqa: BLE001 - an output verify cannot even read is a corrupt one
+        return False, f"verify failed: {type(error).__name__}: {error}"
     return report.ok, "; ".join(report.problems[:2])
 
 

@@ -4,6 +4,11 @@ The same-dtype torch_dist conversion is a byte copy of the data files (or of the
 uncompressed `.nemo` tar), so its speed is the speed of these helpers. `os.copy_file_range` copies inside the
 kernel (and can share extents on file systems that support it); `os.sendfile` is the fallback, then a plain
 buffered loop. Copies run in slices so that progress is reported and a Ctrl-C is honoured between slices.
+
+Nothing here trusts a count: every read, write and copy result is checked (short counts are continued, a call that
+moves nothing is a fallback or an error, never a loop), files written through CheckedWriter have their position
+checked after each write and their size after closing, every copy is compared with its source (compare_copy), and
+OS errors carry the name of the file they concern, so that the pipeline reports them in one line.
 """
 from __future__ import annotations
 
