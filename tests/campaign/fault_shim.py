@@ -14,6 +14,7 @@ the I/O call itself. The environment variable NEMO_MIGRATE_FAULT holds one JSON 
   size and content checks before `metadata.json` are for);
 - "count": no fault; the log then holds how many times each function was called (a census of a clean run).
 `log` receives {"fired": bool, "calls": {fn: n}} when the process exits normally (and "fired" as soon as it fires).
+With "match": "SUFFIX", only the calls of `fn` whose path argument ends with SUFFIX are counted (os calls).
 """
 from __future__ import annotations
 
@@ -68,10 +69,15 @@ def install(spec: dict) -> None:
         named = [os.fsdecode(p) if isinstance(p, (str, bytes, os.PathLike)) else None for p in paths]
         return OSError(code, os.strerror(code), *named[:1], *([None, named[1]] if len(named) > 1 else []))
 
+    match = spec.get("match")  # only calls whose path argument ends with this count (path calls only)
+
     def wrap(name: str):
         call = real[name]
 
         def faulty(*args, **kwargs):
+            if match is not None and not (name in _PATH_CALLS and args
+                                          and os.fsdecode(args[0]).endswith(match)):
+                return call(*args, **kwargs)
             if not hit(name):
                 return call(*args, **kwargs)
             if kind == "errno" or name not in COUNTED:

@@ -130,8 +130,9 @@ def test_a_buffered_write_that_returns_nothing_is_an_error_naming_the_file(tmp_p
 @pytest.mark.parametrize("fault,needle", [
     ({"fn": "pread", "at": 2, "kind": "errno", "errno": "EIO"}, "tiny_llama_torch_dist.nemo"),
     ({"fn": "preadv", "at": 1, "kind": "errno", "errno": "EIO"}, "tiny_llama_mcore_tp2pp1.nemo"),
-    ({"fn": "mkdir", "at": 2, "kind": "errno", "errno": "EROFS"}, "out.partial"),
-    ({"fn": "mkdir", "at": 2, "kind": "errno", "errno": "EACCES"}, "out.partial"),
+    ({"fn": "mkdir", "at": 1, "kind": "errno", "errno": "EROFS", "match": "out.partial"}, "out.partial"),
+    ({"fn": "mkdir", "at": 1, "kind": "errno", "errno": "EACCES", "match": "out.partial"}, "out.partial"),
+    ({"fn": "mkdir", "at": 1, "kind": "errno", "errno": "ENOSPC", "match": "weights"}, "weights"),
 ])
 def test_a_read_or_mkdir_fault_is_one_line_naming_the_file(tmp_path, fault, needle):
     nemo = None
