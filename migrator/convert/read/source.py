@@ -13,7 +13,6 @@ duplicate names. Every problem is a one-line MigratorError naming the file, memb
 from __future__ import annotations
 
 import contextlib
-import json
 import lzma
 import os
 import tarfile
@@ -22,10 +21,12 @@ from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator
 
 from migrator.convert.formats.chunks import StoredChunk, StoredObject
+from migrator.convert.formats.json_data import MAX_JSON_BYTES, json_object
+from migrator.convert.formats.safe_pickle import brief
 from migrator.convert.formats.types import TensorInfo
 from migrator.convert.read.model_config import load_model_config
 from migrator.convert.read.nonsharded import NonShardedIndex, is_nonsharded_member, open_rank_files
-from migrator.convert.read.torch_dist import DcpIndex, parse_dcp_metadata
+from migrator.convert.read.torch_dist import DcpIndex, check_chunk_headers, parse_dcp_metadata
 from migrator.convert.read.zarr import ZarrArray, build_zarr_index, is_zarr_chunk_member, parse_zarray
 from migrator.convert.storage.fileops import FileSlice, copy_file, copy_range, copy_stream, link_or_copy
 from migrator.errors import MigratorError
@@ -35,6 +36,7 @@ CONFIG_MEMBER = "model_config.yaml"
 BACKEND_FILE = f"{WEIGHTS_DIR}/metadata.json"
 DCP_INDEX = f"{WEIGHTS_DIR}/.metadata"
 SMALL_MEMBER_LIMIT = 256 << 20  # a compressed tar's non-data members up to this size are kept in memory
+MAX_INDEX_BYTES = 256 << 20  # a torch_dist `.metadata` (a real one: about 300 bytes per chunk) is read whole
 _DECOMPRESSION_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError, lzma.LZMAError)
 
 
@@ -145,6 +147,21 @@ class Source:
         """How errors name a member: "<input>: <member>" (a folder's members are files under it)."""
         return f"{self.path}: {name}"
 
+    def read_small_member(self, name: str, limit: int) -> bytes:
+        """`read_member` for a file read whole into memory (an index, a JSON file): refused beyond `limit` bytes."""
+        size = self.members.get(name)
+        if size is not None and size > limit:
+            raise MigratorError(f"{self.describe(name)}: {size} bytes, more than the {limit} this file may have")
+        return self.read_member(name)
+
+    def read_backend_marker(self, name: str) -> str | None:
+        """The `sharded_backend` of a dist-ckpt `metadata.json` (None when it names none)."""
+        marker = json_object(self.read_small_member(name, MAX_JSON_BYTES), self.describe(name))
+        backend = marker.get("sharded_backend")
+        if backend is not None and not isinstance(backend, str):
+            raise MigratorError(f"{self.describe(name)}: sharded_backend {brief(backend, 60)} is not a string")
+        return backend
+
     def _load_config(self, model_config_path: Path | None) -> None:
         if model_config_path is not None:
             try:
@@ -166,11 +183,7 @@ class Source:
                 return
             raise MigratorError(f"{self.describe(BACKEND_FILE)}: missing (no distributed checkpoint in "
                                 f"{WEIGHTS_DIR}/)")
-        try:
-            backend = json.loads(self.read_member(BACKEND_FILE))
-        except ValueError as error:
-            raise MigratorError(f"{self.describe(BACKEND_FILE)}: not valid JSON ({error})") from None
-        self.backend = backend.get("sharded_backend") if isinstance(backend, dict) else None
+        self.backend = self.read_backend_marker(BACKEND_FILE)
         if self.backend == "torch_dist":
             self._index_torch_dist()
         elif self.backend == "zarr":
@@ -182,12 +195,15 @@ class Source:
     def _index_torch_dist(self) -> None:
         if not self.has_member(DCP_INDEX):
             raise MigratorError(f"{self.describe(DCP_INDEX)}: missing (a torch_dist checkpoint needs its index)")
-        index = parse_dcp_metadata(self.read_member(DCP_INDEX), self.describe(DCP_INDEX), WEIGHTS_DIR)
+        index = parse_dcp_metadata(self.read_small_member(DCP_INDEX, MAX_INDEX_BYTES), self.describe(DCP_INDEX),
+                                   WEIGHTS_DIR)
         for key, chunks in index.chunks.items():
             for chunk in chunks:
                 self._check_range(chunk.member, chunk.byte_offset + chunk.byte_length, key)
         for key, obj in index.objects.items():
             self._check_range(obj.member, obj.byte_offset + obj.byte_length, key)
+        if self.random_access:
+            check_chunk_headers(index.chunks, self.open_member, self.describe)
         self.dcp_index = index
         self.tensors, self.chunks, self.objects = index.tensors, index.chunks, index.objects
 
@@ -229,7 +245,7 @@ class Source:
         for name in self.members:
             if name.startswith(prefix) and name.endswith("/.zarray") and name.count("/") == 2:
                 key = name[len(prefix):-len("/.zarray")]
-                arrays[key] = parse_zarray(self.read_member(name), key, self.describe(name))
+                arrays[key] = parse_zarray(self.read_small_member(name, MAX_JSON_BYTES), key, self.describe(name))
         index = build_zarr_index(arrays, self.members, WEIGHTS_DIR)
         self.tensors, self.chunks, self.objects = index.tensors, index.chunks, index.objects
 
