@@ -99,6 +99,7 @@ def brief(value: Any, limit: int = 120) -> str:
                     walk(item[1], depth + 1)
                 else:
                     walk(item, depth + 1)
+            emit("," if isinstance(v, tuple) and len(v) == 1 else "")
             emit(closing)
         elif isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 128:
             emit(f"<an int of {v.bit_length()} bits>")
