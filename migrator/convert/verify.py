@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from migrator.convert.formats.chunks import KEY_PREFIX, StoredChunk, StoredObject, key_renamer
-from migrator.convert.model.extra_state import is_core_attention
 from migrator.convert.formats.json_data import json_object
+from migrator.convert.model.extra_state import is_core_attention
 from migrator.convert.read.source import MAX_INDEX_BYTES, Source, open_source
 from migrator.convert.read.torch_dist import DcpIndex, parse_dcp_metadata, view_torch_chunk
 from migrator.convert.storage.fileops import FileSlice, read_exactly, skip

@@ -5,7 +5,8 @@ Five groups of generators, each mutating a real NeMo-made checkpoint (the shared
 conversion of it, with a seeded `random.Random` so that a seed names a run:
 
 - archives: `.nemo` tar files truncated, with huge declared sizes, duplicate names, `..` / absolute names, links,
-  devices, FIFOs, odd pax headers, flipped header bytes, corrupt gzip/bzip2/xz streams;
+  devices, FIFOs, odd pax headers, flipped header bytes, corrupt gzip/bzip2/xz streams, a mutated index in a
+  `.nemo.gz`;
 - indexes: the torch_dist `.metadata`, unpickled into stand-ins, mutated structurally (sizes, shapes, dtypes,
   chunks that overlap or leave gaps, odd or unhashable keys, planner/mcore data, storage entries, byte ranges past
   the end of the data file, deep nesting, shared-reference bombs) and pickled again the way torch writes it;
@@ -571,7 +572,11 @@ def _add(archive: tarfile.TarFile, name: str, data: bytes = b"", **fields: Any) 
 def archive_mutation(rng: random.Random, folder: Path) -> tuple[str, bytes]:
     """(what was done, the bytes of a damaged `.nemo`)."""
     kind = rng.choice(["truncate", "huge-size", "duplicate", "dotdot", "absolute", "symlink", "hardlink", "device",
-                       "fifo", "pax", "flip", "compressed", "empty", "dir-as-file"])
+                       "fifo", "pax", "flip", "compressed", "empty", "dir-as-file", "compressed-index"])
+    if kind == "compressed-index":  # a mutated index inside a .nemo.gz (read as a stream, checked as it passes)
+        what, index = index_mutation(rng, (folder / "model_weights" / ".metadata").read_bytes())
+        return f"gzip with {what}", gzip.compress(_tar_bytes(
+            folder, lambda a: _add(a, "./model_weights/.metadata", index), skip=lambda n: n.endswith("/.metadata")))
     if kind == "truncate":
         data = _tar_bytes(folder)
         cut = rng.randrange(1, len(data))

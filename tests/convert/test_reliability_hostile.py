@@ -122,6 +122,35 @@ def test_a_malformed_torch_dist_index_is_one_line_exit_2(tmp_path, name):
     assert_nothing_written(out)
 
 
+def test_a_compressed_nemo_whose_index_misdescribes_its_chunks_is_refused_before_the_index_is_written(tmp_path):
+    """A .nemo.gz is read as a stream: its chunk headers are checked as the copy route passes them (a folder or an
+    uncompressed .nemo is checked when it is opened); before, the swapped dtype went into an output with exit 0."""
+    import shutil
+
+    source = extracted(tmp_path, "torch_dist")
+    index = source / "model_weights" / ".metadata"
+    metadata = load_allowlisted(index.read_bytes(), ALLOWED_GLOBALS, ".metadata")
+    _swap_dtype(metadata)
+    index.write_bytes(dump_stand_ins(metadata, protocol=2))
+    packed = tmp_path / "swapped.nemo"
+    with tarfile.open(packed, "w:gz") as archive:
+        for path in sorted(source.rglob("*")):
+            archive.add(path, arcname="./" + path.relative_to(source).as_posix(), recursive=False)
+    out = tmp_path / "out"
+    refused(convert(packed, out), "swapped.nemo: model_weights/__0_", "the index says [1, 64, 64] float16")
+    assert_nothing_written(out)
+    shutil.rmtree(source)
+    intact = tmp_path / "intact.nemo"  # the same route on an intact .nemo.gz converts and verifies
+    with tarfile.open(fixture_nemo("tiny_llama_torch_dist")) as plain, tarfile.open(intact, "w:gz") as archive:
+        for info in plain.getmembers():
+            archive.addfile(info, plain.extractfile(info) if info.isfile() else None)
+    result = convert(intact, tmp_path / "ok")
+    assert result.returncode == 0, result.stderr
+    from migrator.convert.verify import verify_checkpoint
+
+    assert verify_checkpoint(tmp_path / "ok", against=intact).ok
+
+
 def test_a_shared_reference_bomb_in_the_index_is_described_in_a_few_characters(tmp_path):
     """repr() of a list holding one list twice, 30 levels deep, walks 2**30 leaves: the message must not."""
     from migrator.convert.formats.safe_pickle import brief
@@ -204,11 +233,9 @@ def test_a_compressed_zarr_converts_and_verifies(tmp_path, how):
     assert verify_checkpoint(out, against=source).ok
 
 
-@pytest.mark.parametrize("damage", ["flip", "truncate", "crc", "longer"])
-@pytest.mark.parametrize("how", ["zlib", "gzip"])
+@pytest.mark.parametrize("how,damage", [(how, damage) for how in ("zlib", "gzip")
+                                        for damage in ("flip", "truncate", "longer") + (("crc",) if how == "gzip" else ())])
 def test_corrupt_compressed_zarr_chunks_are_one_line_exit_2(tmp_path, how, damage):
-    if damage == "crc" and how == "zlib":
-        pytest.skip("the Adler-32 check is a flip at the end: covered by 'flip'")
     source = extracted(tmp_path, "zarr")
     chunk = _compress_array(source, "model.decoder.layers.mlp.linear_fc1.weight", how)[0]
     data = bytearray(chunk.read_bytes())
@@ -400,7 +427,7 @@ def test_a_malformed_rank_file_is_one_line_exit_2(tmp_path, name):
 # --- the campaign -------------------------------------------------------------------------------------------------
 
 CAMPAIGN_SEED = 14
-CAMPAIGN_CASES = {"archives": 12, "indexes": 22, "zarr": 14, "metadata.json": 8, "context": 8, "rank files": 8}
+CAMPAIGN_CASES = {"archives": 14, "indexes": 20, "zarr": 14, "metadata.json": 6, "context": 6, "rank files": 8}
 
 
 def test_hostile_checkpoint_campaign(tmp_path, capsys):

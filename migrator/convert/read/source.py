@@ -388,7 +388,11 @@ class CompressedTarSource(Source):
                     if name in wanted and info.isfile():
                         stream = archive.extractfile(info)
                         assert stream is not None
-                        yield name, stream  # type: ignore[misc]
+                        chunks = self._torch_chunks().get(name)
+                        watched = _HeaderWatch(stream, chunks) if chunks else None
+                        yield name, watched or stream  # type: ignore[misc]
+                        if watched is not None:  # the consumer is done with it (e.g. copied it into the output)
+                            watched.check(self.describe(name))
                         wanted.discard(name)
                         if not wanted:
                             return
@@ -396,6 +400,16 @@ class CompressedTarSource(Source):
             raise MigratorError(f"{self.describe(name)}: unreadable compressed archive ({error})") from None
         if wanted:
             raise MigratorError(f"{self.path}: members {sorted(wanted)[:3]} vanished on the second pass")
+
+    def _torch_chunks(self) -> dict[str, list[StoredChunk]]:
+        """torch_dist chunks by member: their headers are checked as a stream passes (see _HeaderWatch)."""
+        if not hasattr(self, "_chunks_by_member"):
+            self._chunks_by_member: dict[str, list[StoredChunk]] = {}
+            for key_chunks in self.chunks.values():
+                for chunk in key_chunks:
+                    if chunk.encoding == "torch_save":
+                        self._chunks_by_member.setdefault(chunk.member, []).append(chunk)
+        return self._chunks_by_member
 
     def _prepare_random_access(self, members: list[str]) -> None:
         """Spill the members (non-distributed rank files, whose tensors a merge reads in a different order than
@@ -441,6 +455,75 @@ class CompressedTarSource(Source):
             except EOFError:
                 raise MigratorError(f"{self.describe(name)}: truncated archive") from None
         return "copy"
+
+
+class _HeaderWatch:
+    """A compressed archive's data member as its consumer reads it, keeping the first and last bytes of each chunk's
+    `torch.save` blob (where its zip records and data.pkl are), so that once the member is read the chunk headers
+    can be checked against the index: a random-access source checks them when it is opened (`check_chunk_headers`);
+    a stream can only be checked as it passes, before the index is written."""
+
+    HEAD = 64 << 10
+    TAIL = 70 << 10  # the zip end records (up to 65557 bytes with a comment) and the central directory
+
+    def __init__(self, stream: BinaryIO, chunks: list[StoredChunk]) -> None:
+        self._stream = stream
+        self._position = 0
+        self._chunks = sorted(chunks, key=lambda c: c.byte_offset)
+        windows = []
+        for chunk in self._chunks:
+            start, end = chunk.byte_offset, chunk.byte_offset + chunk.byte_length
+            if end - start <= self.HEAD + self.TAIL:
+                windows.append((start, end))
+            else:
+                windows += [(start, start + self.HEAD), (end - self.TAIL, end)]
+        self._windows = sorted(windows)
+        self._kept: dict[tuple[int, int], bytearray] = {w: bytearray() for w in self._windows}
+        self._next = 0  # the first window not yet complete
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self._see(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._stream.readinto(buffer)
+        self._see(memoryview(buffer)[:n or 0])
+        return n
+
+    def _see(self, data: Any) -> None:
+        start, end = self._position, self._position + len(data)
+        self._position = end
+        while self._next < len(self._windows) and self._windows[self._next][1] <= start:
+            self._next += 1
+        for window in self._windows[self._next:]:
+            if window[0] >= end:
+                break
+            kept = self._kept[window]
+            low = max(start, window[0] + len(kept))  # bytes are seen in order: continue where the window stands
+            high = min(end, window[1])
+            if low < high and low == window[0] + len(kept):
+                kept += bytes(data[low - start:high - start])
+
+    def check(self, what: str) -> None:
+        from migrator.convert.formats.torch_save_format import tensor_layout_at
+        from migrator.convert.read.torch_dist import check_layout
+
+        for chunk in self._chunks:
+            start, end = chunk.byte_offset, chunk.byte_offset + chunk.byte_length
+            windows = [w for w in self._windows if start <= w[0] and w[1] <= end]
+            if any(len(self._kept[w]) != w[1] - w[0] for w in windows):
+                continue  # the consumer did not read this chunk
+            pieces = [(w[0] - start, self._kept[w]) for w in windows]
+
+            def read(offset: int, length: int, pieces=pieces) -> bytes:
+                for base, kept in pieces:
+                    if base <= offset and offset + length <= base + len(kept):
+                        return bytes(kept[offset - base:offset - base + length])
+                return b""  # outside the head and tail of the blob: not where torch.save keeps its records
+
+            where = f"{what} ({chunk.key} at {list(chunk.offsets)})"
+            check_layout(tensor_layout_at(read, chunk.byte_length, where), chunk, what)
 
 
 class FolderSource(Source):

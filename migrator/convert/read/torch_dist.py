@@ -315,7 +315,8 @@ def _copy_stand_in(obj: PickledObject) -> PickledObject:
     return copy
 
 
-def _check_layout(layout: Any, chunk: StoredChunk, what: str) -> None:
+def check_layout(layout: Any, chunk: StoredChunk, what: str) -> None:
+    """A chunk's torch.save header (`tensor_layout`) agrees with its index entry."""
     if layout.dtype != chunk.dtype or tuple(layout.size) != tuple(chunk.sizes):
         raise MigratorError(f"{what}: chunk of {chunk.key} at {list(chunk.offsets)} holds {list(layout.size)} "
                             f"{layout.dtype}, the index says {list(chunk.sizes)} {chunk.dtype}")
@@ -344,7 +345,7 @@ def check_chunk_headers(chunks: Mapping[str, list[StoredChunk]], open_member: Ca
 
                 what = describe(member)
                 layout = tensor_layout_at(read, chunk.byte_length, f"{what} ({chunk.key} at {list(chunk.offsets)})")
-                _check_layout(layout, chunk, what)
+                check_layout(layout, chunk, what)
 
 
 def view_torch_chunk(data: bytearray, chunk: StoredChunk, what: str) -> "object":
@@ -355,7 +356,7 @@ def view_torch_chunk(data: bytearray, chunk: StoredChunk, what: str) -> "object"
     from migrator.convert.formats.torch_save_format import tensor_layout
 
     layout = tensor_layout(data, f"{what} ({chunk.key} at {list(chunk.offsets)})")
-    _check_layout(layout, chunk, what)
+    check_layout(layout, chunk, what)
     if layout.storage_numel == 0:
         return torch.empty(layout.size, dtype=getattr(torch, layout.dtype))
     storage = torch.frombuffer(data, dtype=getattr(torch, layout.dtype), count=layout.storage_numel,
