@@ -572,7 +572,8 @@ def _add(archive: tarfile.TarFile, name: str, data: bytes = b"", **fields: Any) 
 def archive_mutation(rng: random.Random, folder: Path) -> tuple[str, bytes]:
     """(what was done, the bytes of a damaged `.nemo`)."""
     kind = rng.choice(["truncate", "huge-size", "duplicate", "dotdot", "absolute", "symlink", "hardlink", "device",
-                       "fifo", "pax", "flip", "compressed", "empty", "dir-as-file", "compressed-index"])
+                       "fifo", "pax", "flip", "compressed", "empty", "dir-as-file", "compressed-index",
+                       "control"])
     if kind == "compressed-index":  # a mutated index inside a .nemo.gz (read as a stream, checked as it passes)
         what, index = index_mutation(rng, (folder / "model_weights" / ".metadata").read_bytes())
         return f"gzip with {what}", gzip.compress(_tar_bytes(
@@ -594,6 +595,9 @@ def archive_mutation(rng: random.Random, folder: Path) -> tuple[str, bytes]:
     if kind == "duplicate":
         name = rng.choice(["./model_config.yaml", "./model_weights/.metadata", "./model_weights/metadata.json"])
         return f"{name} twice", _tar_bytes(folder, lambda a: _add(a, name, b"x: 1\n"))
+    if kind == "control":
+        name = rng.choice(["./model_weights/a\nb/.zarray", "./model_weights/x\r.distcp", "./tok\x1b[2J.model"])
+        return f"member {name!r}", _tar_bytes(folder, lambda a: _add(a, name, b"{}"))
     if kind == "dotdot":
         name = rng.choice(["../evil.yaml", "./model_weights/../../evil", "a/../../b"])
         return f"member {name}", _tar_bytes(folder, lambda a: _add(a, name, b"x"))

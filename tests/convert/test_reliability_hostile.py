@@ -169,6 +169,21 @@ def test_a_shared_reference_bomb_in_the_index_is_described_in_a_few_characters(t
     refused(result, "unsupported tensor dtype")
 
 
+@pytest.mark.parametrize("packed", [True, False], ids=["tar", "folder"])
+def test_a_member_name_with_a_newline_is_refused_in_one_line(tmp_path, packed):
+    source = extracted(tmp_path, "zarr")
+    odd = source / "model_weights" / "model.a\nb"
+    odd.mkdir()
+    (odd / ".zarray").write_bytes((source / "model_weights" / "model.decoder.final_layernorm.weight" / ".zarray")
+                                  .read_bytes())
+    if packed:
+        nemo = tmp_path / "odd.nemo"
+        with tarfile.open(nemo, "w") as archive:
+            archive.add(source, arcname=".")
+        source = nemo
+    refused(convert(source, tmp_path / "out"), "control characters", r"model.a\nb")
+
+
 # --- zarr ---------------------------------------------------------------------------------------------------------
 
 ZARRAY_FIELDS = [("shape", "x"), ("shape", [64.0]), ("shape", ["64"]), ("shape", [-1]), ("chunks", [0]),

@@ -73,6 +73,8 @@ def is_data_member(name: str) -> bool:
 def normalize_member_name(raw: str, archive: str) -> str | None:
     """The member's name relative to the archive root, or None for the root itself; refuses unsafe names."""
     name = raw
+    if not name.isprintable():  # a newline in a name would split the one-line messages that name it
+        raise MigratorError(f"{archive}: member {name!r} has control characters in its name; refusing to read it")
     if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
         raise MigratorError(f"{archive}: member {raw!r} has an absolute name; refusing to read the archive")
     parts = [p for p in name.split("/") if p not in ("", ".")]
@@ -549,6 +551,7 @@ class FolderSource(Source):
                 relative_dir = os.path.relpath(dirpath, weights)
                 for filename in filenames:
                     relative = filename if relative_dir == "." else f"{relative_dir}/{filename}"
+                    normalize_member_name(relative, str(path))  # refuses control characters
                     full = os.path.join(dirpath, filename)
                     self.members[f"{WEIGHTS_DIR}/{relative.replace(os.sep, '/')}"] = os.stat(full).st_size
         if self.root is not None:
