@@ -21,7 +21,7 @@ from typing import Any, Callable
 from migrator.convert.formats.safe_pickle import brief
 from migrator.convert.storage.fileops import FileSlice, copy_file, link_or_copy
 from migrator.convert.read.model_config import load_model_config
-from migrator.convert.read.source import MAX_INDEX_BYTES, Source
+from migrator.convert.read.source import MAX_INDEX_BYTES, Source, normalize_member_name
 from migrator.convert.model.spec import TokenizerSpec
 from migrator.convert.read.torch_dist import check_chunk_headers, parse_dcp_metadata
 from migrator.errors import MigratorError
@@ -227,7 +227,9 @@ class Nemo2DirSource(Source):
             for dirpath, _, filenames in os.walk(folder):
                 for filename in filenames:
                     full = Path(dirpath) / filename
-                    self.members[full.relative_to(path).as_posix()] = full.stat().st_size
+                    name = full.relative_to(path).as_posix()
+                    normalize_member_name(name, str(path))  # refuses control characters
+                    self.members[name] = full.stat().st_size
         self.context = read_context(path)
         self.model_config = {}  # no NeMo 1.0 model_config.yaml; the architecture is `self.context`
         self.model_config_origin = self.context.origin
@@ -276,8 +278,6 @@ class Nemo2DirSource(Source):
                  "the output holds the model only")
 
     def file(self, name: str) -> Path:
-        from migrator.convert.read.source import normalize_member_name
-
         safe = normalize_member_name(name, str(self.path))
         if safe is None or not safe.startswith((WEIGHTS + "/", CONTEXT + "/")):
             raise MigratorError(f"{self.path}: {name} is not part of a NeMo 2.0 checkpoint")
