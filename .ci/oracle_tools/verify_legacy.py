@@ -14,17 +14,12 @@ Usage (oracle venv, PYTHONPATH holding ../shared/oracle for cpu_shim):
 RESULTS.tsv: name, OK/FAIL, verify_nemo2 max|d|, ours vs NeMo 1.0 and chain vs NeMo 1.0 (max|d| of the fp32 /
 bf16 logits), seconds, detail.
 """
-import io
 import os
-import re
 import runpy
 import sys
-import time
-import traceback
-from contextlib import redirect_stdout
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from verify_many import check_architecture, teardown  # noqa: E402
+from verify_many import check_architecture, run_checked, teardown  # noqa: E402
 
 
 def logits(ckpt: str, tokens):
@@ -67,62 +62,44 @@ def main() -> int:
     with open(results_path, "w") as results:
         for entry in entries:
             name, ours, ref, nemo1_ref, source, chain = (entry.split("=", 5) + [""])[:6]
-            buffer = io.StringIO()
-            t0 = time.time()
-            status, detail, maxd, ours_d, chain_d = "FAIL", "", "-", "-", "-"
-            try:
-                with redirect_stdout(buffer):
+
+            def check(columns: list[str], ours=ours, ref=ref, nemo1_ref=nemo1_ref, source=source,
+                      chain=chain) -> str:
+                nonlocal port
+                port += 1
+                os.environ["MASTER_PORT"] = str(port)
+                sys.argv = [script, ours, ref, "--cast", "fp32", "--tol", "1e-4"]
+                runpy.run_path(script, run_name="__main__")
+                teardown()
+                detail = check_architecture(ours, source)
+                if detail:
+                    raise AssertionError(detail)
+                nemo1 = torch.load(nemo1_ref, weights_only=False)
+                expected = {"fp32": nemo1["ref_logits_fp32"], "bf16": nemo1["logits"]}
+
+                def distances(ckpt: str) -> dict:
+                    nonlocal port
                     port += 1
                     os.environ["MASTER_PORT"] = str(port)
-                    sys.argv = [script, ours, ref, "--cast", "fp32", "--tol", "1e-4"]
-                    runpy.run_path(script, run_name="__main__")
+                    got = logits(ckpt, nemo1["tokens"])
                     teardown()
-                    detail = check_architecture(ours, source)
-                    if detail:
-                        raise AssertionError(detail)
-                    nemo1 = torch.load(nemo1_ref, weights_only=False)
-                    expected = {"fp32": nemo1["ref_logits_fp32"], "bf16": nemo1["logits"]}
+                    return {k: (got[k] - expected[k]).abs().max().item() for k in expected}
 
-                    def distances(ckpt: str) -> dict:
-                        nonlocal port
-                        port += 1
-                        os.environ["MASTER_PORT"] = str(port)
-                        got = logits(ckpt, nemo1["tokens"])
-                        teardown()
-                        return {k: (got[k] - expected[k]).abs().max().item() for k in expected}
+                mine = distances(ours)
+                columns[0] = f"{mine['fp32']:.3g} / {mine['bf16']:.3g}"
+                if chain:
+                    theirs = distances(chain)
+                    columns[1] = f"{theirs['fp32']:.3g} / {theirs['bf16']:.3g}"
+                    for k in ("fp32", "bf16"):
+                        if mine[k] > theirs[k]:
+                            raise AssertionError(f"{k}: ours is further from NeMo 1.0 ({mine[k]:.3g}) than "
+                                                 f"NeMo's chain ({theirs[k]:.3g})")
+                if mine["fp32"] > 1e-4:
+                    raise AssertionError(f"our fp32 logits differ from NeMo 1.0's by {mine['fp32']:.3g}")
+                return "architecture == model_config.yaml"
 
-                    mine = distances(ours)
-                    d = mine["fp32"]
-                    ours_d = f"{mine['fp32']:.3g} / {mine['bf16']:.3g}"
-                    if chain:
-                        theirs = distances(chain)
-                        chain_d = f"{theirs['fp32']:.3g} / {theirs['bf16']:.3g}"
-                        for k in ("fp32", "bf16"):
-                            if mine[k] > theirs[k]:
-                                raise AssertionError(f"{k}: ours is further from NeMo 1.0 ({mine[k]:.3g}) than "
-                                                     f"NeMo's chain ({theirs[k]:.3g})")
-                    if d > 1e-4:
-                        raise AssertionError(f"our fp32 logits differ from NeMo 1.0's by {d:.3g}")
-                out = buffer.getvalue()
-                if "OK: NeMo 2.0 loads" not in out:
-                    raise AssertionError("verify_nemo2.py did not report OK")
-                status, detail = "OK", "architecture == model_config.yaml"
-            except SystemExit as e:  # verify_nemo2.py exits with a message on a logits mismatch
-                detail = str(e.code)
-            except BaseException as e:  # noqa: BLE001 - any failure is a FAIL line, then the next checkpoint
-                detail = f"{type(e).__name__}: {e}".replace("\n", " ")[:300]
-                traceback.print_exc()
-            finally:
-                teardown()
-            out = buffer.getvalue()
-            sys.stdout.write(out)
-            m = re.search(r"max\|NeMo2 - NeMo1\| = ([0-9.e+-]+)", out)
-            maxd = m.group(1) if m else "-"
-            failed += status != "OK"
-            line = f"{name}\t{status}\t{maxd}\t{ours_d}\t{chain_d}\t{time.time() - t0:.1f}s\t{detail}"
-            results.write(line + "\n")
-            results.flush()
-            print(f"[verify] {line}", file=sys.stderr, flush=True)
+            # columns: ours vs NeMo 1.0, NeMo's chain vs NeMo 1.0
+            failed += not run_checked(name, results, check, ["-", "-"])
     return 1 if failed else 0
 
 

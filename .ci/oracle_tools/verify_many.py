@@ -22,6 +22,7 @@ import sys
 import time
 import traceback
 from contextlib import redirect_stdout
+from typing import Callable
 
 
 def yaml_architecture(nemo_path: str) -> dict:
@@ -178,6 +179,46 @@ def teardown() -> None:
         torch.distributed.destroy_process_group()
 
 
+class Failed(Exception):
+    """A check's verdict: its message is the FAIL line's detail, as it stands (no traceback)."""
+
+
+def run_checked(name: str, results, check: Callable[[list[str]], str], columns: list[str] | None = None) -> bool:
+    """One checkpoint's checks, its stdout captured, then its line in RESULTS.tsv (and on stderr): name, OK/FAIL,
+    verify_nemo2.py's max|d| (from the captured output), `columns` (which `check` may fill in), seconds, detail.
+    `check(columns)` returns the detail of an OK, or raises: Failed (its message is the detail), SystemExit
+    (verify_nemo2.py on a logits mismatch), anything else (the error, and a traceback). An OK also needs
+    verify_nemo2.py's "OK: NeMo 2.0 loads" line. torch.distributed is torn down after each checkpoint."""
+    columns = columns if columns is not None else []
+    buffer = io.StringIO()
+    t0 = time.time()
+    status, detail = "FAIL", ""
+    try:
+        with redirect_stdout(buffer):
+            detail = check(columns)
+        status = "OK"
+    except Failed as e:
+        detail = str(e)
+    except SystemExit as e:  # verify_nemo2.py exits with a message on a logits mismatch
+        detail = str(e.code)
+    except BaseException as e:  # noqa: BLE001 - any failure is a FAIL line, then the next checkpoint
+        detail = f"{type(e).__name__}: {e}".replace("\n", " ")[:300]
+        traceback.print_exc()
+    finally:
+        teardown()
+    out = buffer.getvalue()
+    sys.stdout.write(out)
+    m = re.search(r"max\|NeMo2 - NeMo1\| = ([0-9.e+-]+)", out)
+    maxd = m.group(1) if m else "-"
+    if status == "OK" and "OK: NeMo 2.0 loads" not in out:
+        status, detail = "FAIL", "verify_nemo2.py did not report OK"
+    line = "\t".join([name, status, maxd, *columns, f"{time.time() - t0:.1f}s", detail])
+    results.write(line + "\n")
+    results.flush()
+    print(f"[verify] {line}", file=sys.stderr, flush=True)
+    return status == "OK"
+
+
 def main() -> int:
     script, results_path, pairs = sys.argv[1], sys.argv[2], sys.argv[3:]
     sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
@@ -186,40 +227,22 @@ def main() -> int:
     with open(results_path, "w") as results:
         for i, pair in enumerate(pairs):
             ckpt, ref, nemo_path, mode = (pair.split("=", 3) + ["", ""])[:4]
-            name = os.path.basename(ckpt.rstrip("/"))
             os.environ["MASTER_PORT"] = str(29600 + i)  # a fresh rendezvous port per run
             sys.argv = [script, ckpt, ref]
-            buffer = io.StringIO()
-            t0 = time.time()
-            status, detail = "FAIL", ""
-            try:
-                with redirect_stdout(buffer):
-                    if mode == "own":
-                        own_check(ckpt, ref)
-                    else:
-                        runpy.run_path(script, run_name="__main__")
-                    detail = check_architecture(ckpt, nemo_path) if nemo_path else ""
-                status = "FAIL" if detail else "OK"
-            except SystemExit as e:  # verify_nemo2.py exits with a message on a logits mismatch
-                detail = str(e.code)
-            except BaseException as e:  # noqa: BLE001 - any failure is a FAIL line, then the next checkpoint
-                detail = f"{type(e).__name__}: {e}".replace("\n", " ")[:300]
-                traceback.print_exc()
-            finally:
-                teardown()
-            out = buffer.getvalue()
-            sys.stdout.write(out)
-            m = re.search(r"max\|NeMo2 - NeMo1\| = ([0-9.e+-]+)", out)
-            maxd = m.group(1) if m else "-"
-            if nemo_path and status == "OK":
-                detail = "architecture == model_config.yaml"
-            if status == "OK" and "OK: NeMo 2.0 loads" not in out:
-                status, detail = "FAIL", "verify_nemo2.py did not report OK"
-            failed += status != "OK"
-            line = f"{name}\t{status}\t{maxd}\t{time.time() - t0:.1f}s\t{detail}"
-            results.write(line + "\n")
-            results.flush()
-            print(f"[verify] {line}", file=sys.stderr, flush=True)
+
+            def check(columns: list[str], ckpt=ckpt, ref=ref, nemo_path=nemo_path, mode=mode) -> str:
+                if mode == "own":
+                    own_check(ckpt, ref)
+                else:
+                    runpy.run_path(script, run_name="__main__")
+                if not nemo_path:
+                    return ""
+                differences = check_architecture(ckpt, nemo_path)
+                if differences:
+                    raise Failed(differences)
+                return "architecture == model_config.yaml"
+
+            failed += not run_checked(os.path.basename(ckpt.rstrip("/")), results, check)
     return 1 if failed else 0
 
 

@@ -228,12 +228,7 @@ def config(config_path, paths, emit_python, emit_yaml, emit_overrides, destinati
         return
     if emit_yaml or emit_overrides:
         _usage("--emit-yaml and --emit-overrides are Megatron-Bridge forms: add --to bridge")
-    if paths and not patch_mode:
-        _usage(f"unexpected arguments {' '.join(paths)} (files to patch need --patch)")
-    if patch_mode and not paths:
-        _usage("--patch needs the Python files (or folders) to patch")
-    if patch_mode and (emit_python or output_path or output_format == "json"):
-        _usage("--patch cannot be combined with --emit-python, -o or --output-format json")
+    _patch_usage(paths, patch_mode, bool(emit_python or output_path or output_format == "json"), "--emit-python")
     if (diff or check) and not (patch_mode or strip):
         _usage("--diff and --check apply to --patch and --strip")
     if diff and check:
@@ -368,18 +363,24 @@ def run_bridge_patch(paths: tuple[str, ...], mapping, bridge, *, diff: bool, che
         summary=summary, not_edited=lambda n: f"{n} not edited", diff=diff, check=check)
 
 
+def _patch_usage(paths: tuple[str, ...], patch_mode: bool, with_output: bool, emit: str) -> None:
+    """Files to patch come with --patch and only with it; --patch writes no other output (`with_output`: an --emit
+    form, -o or JSON was asked for)."""
+    if paths and not patch_mode:
+        _usage(f"unexpected arguments {' '.join(paths)} (files to patch need --patch)")
+    if patch_mode and not paths:
+        _usage("--patch needs the Python files (or folders) to patch")
+    if patch_mode and with_output:
+        _usage(f"--patch cannot be combined with {emit}, -o or --output-format json")
+
+
 def _config_bridge(config_path, paths, emit_python, emit_yaml, emit_overrides, patch_mode, strip, output_path,
                    output_format, target_spec, source_spec, force, diff, check) -> None:
     forms = [name for name, on in (("--emit-python", emit_python), ("--emit-yaml", emit_yaml),
                                    ("--emit-overrides", emit_overrides)) if on]
     if len(forms) > 1:
         _usage(f"{' and '.join(forms)} cannot be combined: choose one form")
-    if paths and not patch_mode:
-        _usage(f"unexpected arguments {' '.join(paths)} (files to patch need --patch)")
-    if patch_mode and not paths:
-        _usage("--patch needs the Python files (or folders) to patch")
-    if patch_mode and (forms or output_path or output_format == "json"):
-        _usage("--patch cannot be combined with --emit-*, -o or --output-format json")
+    _patch_usage(paths, patch_mode, bool(forms or output_path or output_format == "json"), "--emit-*")
     if strip:
         _usage("--strip is not available with --to bridge (strip after migrating to the form you keep)")
     if (diff or check) and not patch_mode:

@@ -94,7 +94,11 @@ class _Interrupts:
                    "tensors and rewrites every chunk.")
 @click.option("--dry-run", "--dry_run", "dry_run", is_flag=True,
               help="Print the plan (tensors, shapes, dtypes, bytes, derived config, disk needed); write nothing.")
-@click.option("--force", is_flag=True, help="Replace an existing output (only once the new one is complete).")
+@click.option("--force", is_flag=True,
+              help="Replace an existing output: the old one stays until the new one is complete, then is removed (a "
+                   "kill at any point leaves the old or the new one; the next run restores an OUT.replaced-old "
+                   "left where OUT is absent). Also removes an OUT.replaced-old kept beside a complete OUT. A "
+                   "leftover OUT.partial needs no --force: the run holding OUT.lock removes it.")
 @click.option("--link", is_flag=True,
               help="Hard-link the data files instead of copying them, where the input is an extracted torch_dist "
                    "folder on the same file system (falls back to copying).")

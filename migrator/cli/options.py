@@ -71,8 +71,11 @@ def target_options(func: Callable[..., Any]) -> Callable[..., Any]:
     func = click.option(
         "--target", "target_spec", metavar="nemo=X,megatron-core=Y",
         help=f"NeMo 2.0 stack to migrate to; either part may be given alone. Default: {default_target_text()}. "
-             "With --to bridge: megatron-bridge=X[,megatron-core=Y] (default: the newest known release and the "
-             "megatron-core it pins).",
+             "megatron-bridge=X[,megatron-core=Y] (with --to bridge; in the lint, for Bridge files, next to the "
+             "NeMo parts): the one Megatron-Bridge release to judge against: X=0.3 means the newest known 0.3.x, "
+             "X=0.3.0 exactly that tag; default: the newest known release and the megatron-core it pins. "
+             "(`convert --target megatron-bridge=0.3` reads it otherwise: every 0.3.x tag must load the "
+             "checkpoint.)",
     )(func)
     return func
 

@@ -3,6 +3,8 @@
 (`iter_<N>/` + trackers, see `write.bridge`).
 
 Order of work:
+0. (not with `--dry-run`) take the lock on OUT (`OUT.lock`: a second run to the same OUT is refused while this one
+   holds it) and deal with what an interrupted run left beside OUT (see `storage.outlock`);
 1. open the source (checks the archive and the weights' index; nothing extracted);
 2. plan the route (copy/link vs stream);
 3. derive the NeMo 2.0 model spec from model_config.yaml and the tensor shapes, resolve the tokenizer (the
@@ -11,20 +13,22 @@ Order of work:
 4. write everything into `OUT.partial/`: weights data and index, `common.pt`, `context/`, and
    `weights/metadata.json` last (Bridge: the same into `iter_<N>/` with `run_config.yaml`, `train_state.pt` and the
    tokenizer, its `metadata.json` last, then the root's trackers);
-5. rename `OUT.partial/` to `OUT` (an existing OUT, with `--force`, is moved aside first and deleted after).
-Any error or interrupt removes `OUT.partial/`; an OUT that exists is always complete.
+5. rename `OUT.partial/` to `OUT` (an existing OUT, with `--force`, is swapped with it atomically where the kernel
+   can, else moved aside to `OUT.replaced-old`; it is deleted once the new one is in place).
+Any error or interrupt removes `OUT.partial/`; an OUT that exists is always complete; a kill at any instant leaves
+the old or the new OUT at its path, or the old one where the next run restores it from.
 """
 from __future__ import annotations
 
 import os
 import shutil
 import threading
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import Callable, Sequence, TextIO
 
 from migrator.convert.read.source import Source, open_source
+from migrator.convert.storage import outlock
 from migrator.convert.storage.fileops import Cancelled, check_cancel
 from migrator.convert.storage.progress import Progress, make_progress
 from migrator.convert.write.dcp import write_backend_marker, write_common
@@ -42,8 +46,7 @@ class ConvertResult:
     files: dict[str, int] = field(default_factory=dict)  # "copy"/"link" counts on the fast route
 
 
-def partial_path(output: Path) -> Path:
-    return output.with_name(output.name + ".partial")
+partial_path = outlock.partial_path
 
 
 def _inputs(options: ConvertOptions) -> list[tuple[str, Path]]:
@@ -56,31 +59,38 @@ def _inputs(options: ConvertOptions) -> list[tuple[str, Path]]:
 def _check_paths(options: ConvertOptions) -> None:
     """Refuse an output that is, contains or lies inside anything the run reads, even with --force (which would
     delete it): `--output_path IN/model_weights` once replaced the user's checkpoint."""
+    if options.output_path.name in ("", ".."):  # `.`, `""`, `..`: no name to put OUT.partial and OUT.lock beside
+        raise MigratorError(f"{str(options.output_path) or repr('')}: not a name for a new checkpoint folder "
+                            "(the output is created as a folder of its own, e.g. out/model_nemo2)")
     output = options.output_path.resolve()
-    for partial in (output, partial_path(output)):
+    for target in (output, *outlock.neighbours(output)):  # OUT and the names the run writes beside it
         for what, path in _inputs(options):
             source = path.resolve()
-            if partial == source or source.is_relative_to(partial) or partial.is_relative_to(source):
-                relation = ("is" if partial == source else "contains" if source.is_relative_to(partial)
+            if target == source or source.is_relative_to(target) or target.is_relative_to(source):
+                relation = ("is" if target == source else "contains" if source.is_relative_to(target)
                             else "lies inside")
-                raise MigratorError(f"{options.output_path}: {relation} {what} {path}; choose another output path "
+                named = options.output_path if target == output else f"{options.output_path} (its {target.name})"
+                raise MigratorError(f"{named}: {relation} {what} {path}; choose another output path "
                                     "(refused even with --force)")
-    if options.output_path.exists() and not options.force:
+
+
+def _check_existing(options: ConvertOptions, kept: Sequence[Path] = ()) -> None:
+    """An existing OUT needs --force. `kept`: copies of a previously replaced OUT that an interrupted --force left
+    (--force removes them too)."""
+    if os.path.lexists(options.output_path) and not options.force:
+        also = (f"; {', '.join(str(p) for p in kept)} {'holds' if len(kept) == 1 else 'hold'} the checkpoint it "
+                "replaced, kept by an interrupted --force (--force removes it too)") if kept else ""
         raise MigratorError(f"{options.output_path}: already exists; pass --force to replace it (the old one is "
-                            "removed only after the new one is complete)")
-    partial = partial_path(options.output_path)
-    if partial.exists() and not options.force and not options.dry_run:
-        raise MigratorError(f"{partial}: exists (an interrupted or a concurrent conversion); remove it or pass "
-                            "--force")
+                            f"removed only after the new one is complete){also}")
 
 
-def _tokenizer(source: Source, options: ConvertOptions):
+def _tokenizer(source: Source, options: ConvertOptions, warn: Warn):
     from migrator.convert.model.tokenizer import resolve_tokenizer
 
     input_dir = options.input_path if options.input_path.is_dir() else options.input_path.parent
     return resolve_tokenizer(source.model_config, source.read_member, options.tokenizer_path,
                              options.tokenizer_library, options.tokenizer_vocab_file,
-                             options.tokenizer_model_name, input_dir=input_dir)
+                             options.tokenizer_model_name, input_dir=input_dir, note=warn)
 
 
 def _context_side(source: Source, options: ConvertOptions, warn: Warn, tokenizer=None):
@@ -96,7 +106,7 @@ def _context_side(source: Source, options: ConvertOptions, warn: Warn, tokenizer
             raise
         raise MigratorError(f"{error} (merged from {where})") from None
     if tokenizer is None:
-        tokenizer = _tokenizer(source, options)
+        tokenizer = _tokenizer(source, options, warn)
     # decided here, before anything is written, so --dry-run shows the vocab_size the real run writes
     reconcile_vocab_size(spec, tokenizer.vocab_size, warn)
     return spec, tokenizer
@@ -110,7 +120,7 @@ def _merge_vocabulary(source: Source, options: ConvertOptions, warn: Warn):
 
     index = source.nonsharded
     assert index is not None
-    tokenizer = _tokenizer(source, options)
+    tokenizer = _tokenizer(source, options, warn)
     merged = index.merged_vocab_rows()
     if index.tp == 1 or merged is None:
         return tokenizer
@@ -166,7 +176,7 @@ def _bridge_side(source: Source, options: ConvertOptions, warn: Warn, tokenizer=
         if tokenizer is None:
             input_dir = options.input_path if options.input_path.is_dir() else options.input_path.parent
             tokenizer = resolve_tokenizer(source.model_config, source.read_member, *tokenizer_flags,
-                                          input_dir=input_dir)
+                                          input_dir=input_dir, note=warn)
     yaml_name = source.model_config_origin or "model_config.yaml"
     facts = shapes.check_mamba(values, source.tensors) if mamba else shapes.check_gpt(values, source.tensors)
     if tokenizer.vocab_size is not None and tokenizer.vocab_size > facts.padded_vocab_size:
@@ -174,7 +184,8 @@ def _bridge_side(source: Source, options: ConvertOptions, warn: Warn, tokenizer=
                             f"{tokenizer.vocab_size} tokens")
     final_iter = options.output_path / iter_dir_name(options.iteration)
     spec = build_bridge_spec("mamba" if mamba else "gpt", values, facts.padded_vocab_size, facts.source_dtype,
-                             options.dtype, tokenizer, final_iter, table, span, warn)
+                             options.dtype, tokenizer, final_iter, table, span, warn,
+                             origin=f"{source.path}: {yaml_name}" if isinstance(source, Nemo2DirSource) else yaml_name)
     spec.expected_keys = {k[len("module."):] for k in facts.expected_keys}
     spec.origin = yaml_name
     return spec, tokenizer
@@ -229,6 +240,25 @@ def convert(options: ConvertOptions, *, warn: Warn, out: TextIO, progress: Progr
         warn(message)
 
     _check_paths(options)
+    if options.dry_run:
+        _check_existing(options)
+        for line in outlock.leftovers(options.output_path):
+            out.write(f"nemo-migrate: {line}\n")
+        return _convert(options, _warn, warnings, out, progress, cancel)
+    lock = outlock.OutputLock(options.output_path)
+    lock.acquire(note=_warn)
+    try:
+        kept = outlock.recover(options.output_path, force=options.force,
+                               note=lambda line: out.write(f"nemo-migrate: {line}\n"))
+        _check_existing(options, kept)
+        return _convert(options, _warn, warnings, out, progress, cancel)
+    finally:
+        lock.release()
+
+
+def _convert(options: ConvertOptions, _warn: Warn, warnings: list[str], out: TextIO, progress: Progress | None,
+             cancel: threading.Event) -> ConvertResult:
+    """Steps 1 to 5 of the module docstring (`_warn` records and prints a warning)."""
     spill_parent = options.output_path.resolve().parent
     with open_source(options.input_path, options.model_config, spill_parent) as source:
         check_cancel(cancel)
@@ -247,7 +277,8 @@ def convert(options: ConvertOptions, *, warn: Warn, out: TextIO, progress: Progr
         if free is not None and free < plan.disk_bytes:
             raise MigratorError(f"{options.output_path}: needs about {plan.disk_bytes} bytes, "
                                 f"{free} are free on that file system")
-        files = _write_output(source, plan, options, progress or make_progress(), cancel, _warn, tokenizer)
+        files = _write_output(source, plan, options, progress or make_progress(), cancel, _warn, tokenizer,
+                              note=lambda line: out.write(f"nemo-migrate: {line}\n"))
     return ConvertResult(options.output_path, plan, warnings, files)
 
 
@@ -301,18 +332,21 @@ class _Background:
 
 
 def _write_output(source: Source, plan: Plan, options: ConvertOptions, progress: Progress,
-                  cancel: threading.Event, warn: Warn, tokenizer=None) -> dict[str, int]:
+                  cancel: threading.Event, warn: Warn, tokenizer=None, note: Warn | None = None) -> dict[str, int]:
     """Write OUT.partial/ and rename it to OUT.
 
     The weights are written on a second thread while the model spec and tokenizer are derived (work that
     would otherwise come before the first byte is copied). If the spec fails (bad model
     id, shapes that contradict the YAML, --strict), the copy is cancelled and nothing is left behind.
     """
-    partial = partial_path(options.output_path)
-    if partial.exists():  # --force (checked in _check_paths): a leftover of an interrupted run
-        shutil.rmtree(partial)
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    partial.mkdir()
+    partial = partial_path(options.output_path)  # an interrupted run's was removed under the lock (outlock.recover)
+    try:
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        partial.mkdir()
+    except OSError as error:
+        raise MigratorError(f"{error.filename or partial}: {error.strerror or error}; nothing written to "
+                            f"{options.output_path}") from None
+    replaced = None
     if options.to == "bridge":
         from migrator.convert.write.bridge import iter_dir_name
 
@@ -344,7 +378,7 @@ def _write_output(source: Source, plan: Plan, options: ConvertOptions, progress:
             write_backend_marker(weights)
         _fsync_tree(partial)
         check_cancel(cancel)  # the last moment an interrupt still means "no OUT"
-        _replace(partial, options.output_path)
+        replaced = outlock.replace(partial, options.output_path)
     except BaseException as error:
         cancel.set()
         cause: BaseException = error
@@ -365,6 +399,8 @@ def _write_output(source: Source, plan: Plan, options: ConvertOptions, progress:
         if cause is not error:
             raise cause
         raise
+    if replaced is not None and note is not None:
+        note(replaced)
     return files  # type: ignore[return-value]
 
 
@@ -400,27 +436,3 @@ def _fsync_tree(root: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-def _replace(partial: Path, output: Path) -> None:
-    """Move the complete `partial` to `output`; an existing output is moved aside first, then deleted."""
-    old = None
-    if output.exists() or output.is_symlink():
-        old = output.with_name(f"{output.name}.replaced-{uuid.uuid4().hex[:8]}")
-        os.rename(output, old)
-    try:
-        os.rename(partial, output)
-    except BaseException:
-        if old is not None:
-            os.rename(old, output)
-        raise
-    if old is not None:
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.unlink()
-    parent = os.open(output.parent, os.O_RDONLY)
-    try:
-        os.fsync(parent)
-    finally:
-        os.close(parent)

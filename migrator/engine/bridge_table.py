@@ -185,18 +185,24 @@ class BridgeTable:
         raise MigratorError(f"megatron-bridge={version} is not a release the rule table knows")
 
     def resolve(self, text: str) -> BridgeRelease:
-        """`0.3` -> the newest known 0.3.x; `0.3.0` -> exactly that; anything else is a usage error."""
+        """`0.3` -> the newest known 0.3.x; `0.3.0` -> exactly that; anything else is a usage error that says
+        what the value means here (one release; `convert --target` reads the same words as release lines)."""
         parts = text.strip().lstrip("v").split(".")
+        known = ", ".join(r.version for r in self.mapping.releases)
+        meaning = (f"here megatron-bridge=X is the one release configs and code are judged against: 0.3 means the "
+                   f"newest known 0.3.x, 0.3.0 exactly that tag (known: {known}; default {self.newest.version})")
+        if ".." in text:
+            raise MigratorError(f"--target: megatron-bridge={text}: a range of release lines is for `nemo-migrate "
+                                f"convert` (every tag must load the checkpoint); {meaning}")
         try:
             wanted = tuple(int(p) for p in parts)
         except ValueError:
-            raise MigratorError(f"--target: megatron-bridge={text!r} is not a version number") from None
+            raise MigratorError(f"--target: megatron-bridge={text!r} is not a version number; {meaning}") from None
         matches = [r for r in self.mapping.releases
                    if tuple(int(p) for p in r.version.split("."))[: len(wanted)] == wanted]
         if not matches:
-            known = ", ".join(r.version for r in self.mapping.releases)
-            raise MigratorError(f"--target: megatron-bridge={text} is not a release the rule table knows "
-                                f"(known: {known}; newer releases are unverified)")
+            raise MigratorError(f"--target: megatron-bridge={text} is not a release the rule table knows (newer "
+                                f"releases are unverified); {meaning}")
         return matches[-1]
 
     def facts(self, name: str, release: str) -> FieldFacts | None:

@@ -37,12 +37,8 @@ def yaml_scalar(value: Any) -> str:
 def override_value(value: Any) -> str:
     """A value as Hydra's override grammar reads it: true/false/null, integers, a plain string when it cannot be
     taken for anything else, otherwise a single-quoted string."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
+    if not isinstance(value, str):
+        return yaml_scalar(value)  # null, true/false and integers are written as in YAML
     if _PLAIN.match(value) and value.lower() not in _RESERVED and not value.startswith("-"):
         return value
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"

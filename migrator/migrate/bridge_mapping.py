@@ -16,10 +16,10 @@ from migrator.engine.bridge_table import BridgeTable, Nemo1Mapping, same_value
 from migrator.engine.diagnostics import Diagnostic, Location
 from migrator.engine.table import Setting, Table
 from migrator.errors import MigratorError
-from migrator.migrate.mapping import Message, MessageSeverity, nemo1_config, py
+from migrator.migrate.mapping import Message, MessageSeverity, Refusable, json_form, parse_nemo1, py
 from migrator.versions import BridgeTarget, Source, Target, Version
 from migrator.yaml import checks
-from migrator.yaml.document import Document, Node, parse
+from migrator.yaml.document import Document, Node
 
 Scalar = Any
 CLASS = "megatron.bridge.training.config.CheckpointConfig"
@@ -48,7 +48,7 @@ class BridgeOmitted:
 
 
 @dataclass
-class BridgeMapping:
+class BridgeMapping(Refusable):
     filename: str
     target: BridgeTarget
     source: Source
@@ -57,14 +57,6 @@ class BridgeMapping:
     fields: list[BridgeField] = field(default_factory=list)
     omitted: list[BridgeOmitted] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
-
-    @property
-    def errors(self) -> list[Message]:
-        return [m for m in self.messages if m.severity == "error"]
-
-    @property
-    def refused(self) -> bool:
-        return bool(self.errors)
 
     @property
     def release(self) -> str:
@@ -77,32 +69,13 @@ class BridgeMapping:
         return {f.name: f.value for f in self.fields}
 
     def as_json(self) -> dict[str, Any]:
-        def loc(location: Location | None) -> dict[str, int] | None:
-            return {"row": location.row, "column": location.column} if location is not None else None
-
-        return {
-            "config": self.filename,
-            "kind": self.kind,
-            "target": {"megatron-bridge": str(self.target.bridge), "megatron-core": str(self.target.megatron_core)},
-            "source": {"nemo": str(self.source.nemo)} if self.source.nemo else None,
-            "class": CLASS,
-            "refused": self.refused,
-            "arguments": [
-                {"name": f.name, "value": f.value, "setting": f.setting, "origin": f.origin, "comment": f.comment,
-                 "location": loc(f.location)}
-                for f in self.fields
-            ],
-            "omitted": [
-                {"setting": o.setting, "argument": o.field, "value": o.value, "reason": o.reason,
-                 "location": loc(o.location)}
-                for o in self.omitted
-            ],
-            "messages": [
-                {"severity": m.severity, "code": m.code, "message": m.text, "setting": m.setting,
-                 "location": loc(m.location)}
-                for m in self.messages
-            ],
-        }
+        return json_form(
+            self.filename, self.kind, {"megatron-bridge": str(self.target.bridge),
+                                       "megatron-core": str(self.target.megatron_core)},
+            self.source, CLASS, self.refused,
+            [(f.name, f.value, f.setting, f.origin, f.comment, f.location) for f in self.fields],
+            [(o.setting, o.field, o.value, o.reason, o.location) for o in self.omitted],
+            self.messages)
 
 
 # ================================================================================================= shared judgement
@@ -182,14 +155,10 @@ def load_bridge_mapping(path: str | Path, table: Table, bridge: BridgeTable, tar
 
 def map_yaml(text: str, filename: str, table: Table, bridge: BridgeTable, target: BridgeTarget, source: Source, *,
              force: bool = False) -> BridgeMapping:
-    document = parse(text, filename)
-    config = nemo1_config(document, filename)
-    if config.kind == "nemo2":
-        key = config.strategy[0]
-        raise MigratorError(f"{filename}:{key.start.row}:{key.start.column}: a NeMo 2.0 config (its `strategy:` "
-                            "block holds the MegatronStrategy arguments), not a NeMo 1.0 one: `--to bridge` reads "
-                            "those arguments from a NeMo 2.0 Python script, not from YAML; set the block's values "
-                            "in CheckpointConfig by hand")
+    document, config = parse_nemo1(text, filename, "a NeMo 2.0 config (its `strategy:` block holds the "
+                                   "MegatronStrategy arguments), not a NeMo 1.0 one: `--to bridge` reads those "
+                                   "arguments from a NeMo 2.0 Python script, not from YAML; set the block's values in "
+                                   "CheckpointConfig by hand")
     # the NeMo lint judges types, values and duplicates; its NeMo side of the target does not matter for those
     lint_target = Target(nemo=Version.parse(table.releases.default_target.nemo), megatron_core=target.megatron_core)
     findings = checks.check_document(document, table, lint_target, source)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -76,8 +77,23 @@ class Omitted:
     key: Node | None = None
 
 
+class Refusable:
+    """A mapping's verdict from its messages: an error means no code is produced (unless --force)."""
+
+    messages: list[Message]
+
+    @property
+    def errors(self) -> list[Message]:
+        return [m for m in self.messages if m.severity == "error"]
+
+    @property
+    def refused(self) -> bool:
+        """True when the tool must not produce code (an error, and no --force)."""
+        return bool(self.errors)
+
+
 @dataclass
-class Mapping:
+class Mapping(Refusable):
     filename: str
     target: Target
     source: Source
@@ -89,45 +105,54 @@ class Mapping:
     messages: list[Message] = field(default_factory=list)
     findings: list[Diagnostic] = field(default_factory=list)  # every YAML lint finding on the file
 
-    @property
-    def errors(self) -> list[Message]:
-        return [m for m in self.messages if m.severity == "error"]
-
-    @property
-    def refused(self) -> bool:
-        """True when the tool must not produce code (an error, and no --force)."""
-        return bool(self.errors)
-
     def argument(self, name: str) -> MappedArgument | None:
         return next((a for a in self.arguments if a.name == name), None)
 
     def as_json(self) -> dict[str, Any]:
-        def loc(node: Node | None) -> dict[str, int] | None:
-            return {"row": node.start.row, "column": node.start.column} if node is not None else None
+        def start(node: Node | None) -> Location | None:
+            return node.start if node is not None else None
 
-        return {
-            "config": self.filename,
-            "kind": self.config.kind,
-            "target": {"nemo": str(self.target.nemo), "megatron-core": str(self.target.megatron_core)},
-            "source": {"nemo": str(self.source.nemo)} if self.source.nemo else None,
-            "class": "nemo.lightning.MegatronStrategy",
-            "refused": self.refused,
-            "arguments": [
-                {"name": a.name, "value": a.value, "setting": a.yaml_path, "origin": a.origin, "comment": a.comment,
-                 "location": loc(a.key)}
-                for a in self.arguments
-            ],
-            "omitted": [
-                {"setting": o.setting, "argument": o.argument, "value": o.value, "reason": o.reason,
-                 "location": loc(o.key)}
-                for o in self.omitted
-            ],
-            "messages": [
-                {"severity": m.severity, "code": m.code, "message": m.text, "setting": m.setting,
-                 "location": {"row": m.location.row, "column": m.location.column} if m.location else None}
-                for m in self.messages
-            ],
-        }
+        return json_form(
+            self.filename, self.config.kind, {"nemo": str(self.target.nemo),
+                                              "megatron-core": str(self.target.megatron_core)},
+            self.source, "nemo.lightning.MegatronStrategy", self.refused,
+            [(a.name, a.value, a.yaml_path, a.origin, a.comment, start(a.key)) for a in self.arguments],
+            [(o.setting, o.argument, o.value, o.reason, start(o.key)) for o in self.omitted],
+            self.messages)
+
+
+def json_form(config: str, kind: str, target: dict[str, str], source: Source, class_name: str, refused: bool,
+              arguments: Iterable[tuple[str, Scalar, str, str, str | None, Location | None]],
+              omitted: Iterable[tuple[str, str | None, Scalar, str, Location | None]],
+              messages: Iterable[Message]) -> dict[str, Any]:
+    """`migrate-config --output-format json`, for either destination (NeMo 2.0 `Mapping`, Megatron-Bridge
+    `BridgeMapping`): arguments as (name, value, setting, origin, comment, where), omitted settings as (setting,
+    argument, value, reason, where), `where` a YAML position or None."""
+    def loc(where: Location | None) -> dict[str, int] | None:
+        return {"row": where.row, "column": where.column} if where is not None else None
+
+    return {
+        "config": config,
+        "kind": kind,
+        "target": target,
+        "source": {"nemo": str(source.nemo)} if source.nemo else None,
+        "class": class_name,
+        "refused": refused,
+        "arguments": [
+            {"name": name, "value": value, "setting": setting, "origin": origin, "comment": comment,
+             "location": loc(where)}
+            for name, value, setting, origin, comment, where in arguments
+        ],
+        "omitted": [
+            {"setting": setting, "argument": argument, "value": value, "reason": reason, "location": loc(where)}
+            for setting, argument, value, reason, where in omitted
+        ],
+        "messages": [
+            {"severity": m.severity, "code": m.code, "message": m.text, "setting": m.setting,
+             "location": loc(m.location)}
+            for m in messages
+        ],
+    }
 
 
 def py(value: Scalar) -> str:
@@ -147,15 +172,22 @@ def load_mapping(path: str | Path, table: Table, target: Target, source: Source,
     return map_text(text, display, table, target, source, force=force)
 
 
-def map_text(text: str, filename: str, table: Table, target: Target, source: Source, *,
-             force: bool = False) -> Mapping:
+def parse_nemo1(text: str, filename: str, nemo2_refusal: str) -> tuple[Document, checks.Config]:
+    """A NeMo 1.0 YAML, parsed and classified; a NeMo 2.0 one (a `strategy:` block) is refused with `nemo2_refusal`,
+    at the block's key."""
     document = parse(text, filename)
     config = nemo1_config(document, filename)
     if config.kind == "nemo2":
         key = config.strategy[0]
-        raise MigratorError(f"{filename}:{key.start.row}:{key.start.column}: already a NeMo 2.0 config (its "
-                            "`strategy:` block holds the MegatronStrategy arguments): nothing to migrate; "
-                            "`nemo-migrate lint` judges that block")
+        raise MigratorError(f"{filename}:{key.start.row}:{key.start.column}: {nemo2_refusal}")
+    return document, config
+
+
+def map_text(text: str, filename: str, table: Table, target: Target, source: Source, *,
+             force: bool = False) -> Mapping:
+    document, config = parse_nemo1(text, filename, "already a NeMo 2.0 config (its `strategy:` block holds the "
+                                   "MegatronStrategy arguments): nothing to migrate; `nemo-migrate lint` judges that "
+                                   "block")
     if config.kind == "training" and config.model is not None and config.checkpoints in ("none", "fsdp"):
         why = ("an FSDP config (model.fsdp: True) writes FSDP checkpoints" if config.checkpoints == "fsdp" else
                "no Megatron GPT/BERT/T5/Mamba model config (no mcore_* flag, no dist_ckpt_* key)")

@@ -25,11 +25,12 @@ import builtins
 import io
 import re
 import tokenize
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
 from migrator.engine.table import Table
-from migrator.python.names import NOT_LITERAL, _absolute, package_of
+from migrator.python.names import NOT_LITERAL, StrategyNames, _absolute, package_of
 
 
 class Unsupported(Exception):
@@ -77,6 +78,7 @@ class _Rows:
         return self.before[node.end_lineno] > self.before[node.lineno - 1]
 
 
+_WORD = re.compile(r"\w+")
 _BINDS_IN_EXPRESSION = re.compile(r"\blambda\b|\bfor\b|:=")  # a scope or a binding inside an expression
 _TARGETS = (ast.Name, ast.Tuple, ast.List, ast.Starred)  # what an assignment target is made of
 
@@ -276,39 +278,16 @@ def _prefixes(full_name: str) -> list[str]:
     return [".".join(parts[:end]) for end in range(len(parts), 0, -1)]
 
 
-# ------------------------------------------------------------------------------------------------------ finder
-class _Finder(_Walker):
-    def __init__(self, table: Table, package: str | None, source: _Source, scopes: dict[int, _Scope],
-                 call_rows: _Rows):
+# ------------------------------------------------------------------------------------------------------ names
+class Resolver(_Walker):
+    """The qualified names a name or dotted name stands for (LibCST's QualifiedNameProvider, relative names made
+    absolute), in the scopes a `_Binder` pass filled; subclasses say what to collect in `enter`."""
+
+    def __init__(self, package: str | None, scopes: dict[int, _Scope]):
         super().__init__()
         self.scopes = scopes
-        self.call_rows = call_rows
-        self.classes = set(table.strategy.class_names)
-        self.wrappers = set(table.strategy.config_wrappers)
-        self.enum_classes = {a.enum_class for a in table.strategy.arguments if a.enum_class}
-        self.enum_names = {e.rsplit(".", 1)[-1] for e in self.enum_classes}
         self.package = package
-        self.source = source
-        self.calls: list[AstCall] = []
-        self.raises_depth = 0
 
-    def walk(self, node: ast.AST, scope: _Scope) -> None:
-        if isinstance(node, ast.stmt) and not self.call_rows.any_in(node):
-            return  # no row of it names the class (or an alias of it): no strategy call inside
-        super().walk(node, scope)
-
-    def visit(self, node: ast.AST, scope: _Scope) -> None:
-        raises = isinstance(node, (ast.With, ast.AsyncWith)) and self.expects_error(node, scope)
-        self.raises_depth += raises
-        super().visit(node, scope)
-        self.raises_depth -= raises
-
-    def expects_error(self, node: ast.With | ast.AsyncWith, scope: _Scope) -> bool:
-        return any(isinstance(item.context_expr, ast.Call) and "pytest.raises" in self.names(item.context_expr.func,
-                                                                                               scope)
-                   for item in node.items)
-
-    # ---------------------------------------------------------------------------------------- qualified names
     def names(self, node: ast.AST, scope: _Scope) -> set[str]:
         full_name = _dotted(node)
         if full_name is None:
@@ -357,8 +336,36 @@ class _Finder(_Walker):
                 return self.qualified(owner.bindings[prefix], owner, full_name)
         return set()
 
+
+# ------------------------------------------------------------------------------------------------------ finder
+class _Finder(Resolver):
+    def __init__(self, table: Table, package: str | None, source: _Source, scopes: dict[int, _Scope],
+                 call_rows: _Rows):
+        super().__init__(package, scopes)
+        self.call_rows = call_rows
+        self.known = StrategyNames.of(table)
+        self.source = source
+        self.calls: list[AstCall] = []
+        self.raises_depth = 0
+
+    def walk(self, node: ast.AST, scope: _Scope) -> None:
+        if isinstance(node, ast.stmt) and not self.call_rows.any_in(node):
+            return  # no row of it names the class (or an alias of it): no strategy call inside
+        super().walk(node, scope)
+
+    def visit(self, node: ast.AST, scope: _Scope) -> None:
+        raises = isinstance(node, (ast.With, ast.AsyncWith)) and self.expects_error(node, scope)
+        self.raises_depth += raises
+        super().visit(node, scope)
+        self.raises_depth -= raises
+
+    def expects_error(self, node: ast.With | ast.AsyncWith, scope: _Scope) -> bool:
+        return any(isinstance(item.context_expr, ast.Call) and "pytest.raises" in self.names(item.context_expr.func,
+                                                                                               scope)
+                   for item in node.items)
+
     def is_strategy(self, node: ast.AST, scope: _Scope) -> bool:
-        return bool(self.names(node, scope) & self.classes)
+        return bool(self.names(node, scope) & self.known.classes)
 
     # ---------------------------------------------------------------------------------------- calls
     def enter(self, node: ast.AST, scope: _Scope) -> None:
@@ -367,7 +374,7 @@ class _Finder(_Walker):
         if self.is_strategy(node.func, scope):
             self.calls.append(self.collect(node, None, scope))
             return
-        wrapper = self.names(node.func, scope) & self.wrappers
+        wrapper = self.names(node.func, scope) & self.known.wrappers
         if wrapper and node.args and not isinstance(node.args[0], ast.Starred) \
                 and all((k.lineno, k.col_offset) > (node.args[0].lineno, node.args[0].col_offset)
                         for k in node.keywords) \
@@ -386,27 +393,26 @@ class _Finder(_Walker):
         return call
 
     def literal(self, expr: ast.expr, scope: _Scope) -> Any:
-        """As `calls._Finder.literal`: True/False/None, a number, a string or bytes literal (also implicitly
-        concatenated), a signed number, the lower-case member of a StrictHandling enum; else NOT_LITERAL."""
-        if isinstance(expr, ast.Constant):
-            value = expr.value
-            if value is None or isinstance(value, (bool, int, float, str, bytes)):
-                return value
-            return NOT_LITERAL  # complex, Ellipsis
-        if isinstance(expr, ast.UnaryOp):
-            operand = expr.operand
-            if isinstance(operand, ast.Constant) and type(operand.value) in (int, float) \
-                    and isinstance(expr.op, (ast.UAdd, ast.USub)):
-                return -operand.value if isinstance(expr.op, ast.USub) else +operand.value
-            return NOT_LITERAL
+        """As `calls._Finder.literal`: a `literal` below, or the lower-case member of a StrictHandling enum; else
+        NOT_LITERAL."""
         if isinstance(expr, ast.Attribute):
-            for name in self.names(expr, scope):
-                owner, _, member = name.rpartition(".")
-                if owner in self.enum_classes or (owner.startswith("megatron.")
-                                                  and owner.rsplit(".", 1)[-1] in self.enum_names):
-                    return member.lower()
-            return NOT_LITERAL
-        return NOT_LITERAL
+            return self.known.enum_member(self.names(expr, scope))
+        return literal(expr)
+
+
+def literal(expr: ast.expr) -> Any:
+    """True/False/None, a number, a string or bytes literal (also implicitly concatenated), a signed number; else
+    NOT_LITERAL (as LibCST's readers take them: `bridge_from_nemo2.literal`, `calls._Finder.literal`)."""
+    if isinstance(expr, ast.Constant):
+        value = expr.value
+        if value is None or isinstance(value, (bool, int, float, str, bytes)):
+            return value
+        return NOT_LITERAL  # complex, Ellipsis
+    if isinstance(expr, ast.UnaryOp) and isinstance(expr.op, (ast.UAdd, ast.USub)):
+        operand = expr.operand
+        if isinstance(operand, ast.Constant) and type(operand.value) in (int, float):
+            return -operand.value if isinstance(expr.op, ast.USub) else +operand.value
+    return NOT_LITERAL
 
 
 # ------------------------------------------------------------------------------------------------------ positions
@@ -434,6 +440,23 @@ class _Source:
             return self.lines[start[0] - 1][start[1]:end[1]]
         middle = self.lines[start[0]:end[0] - 1]
         return "\n".join([self.lines[start[0] - 1][start[1]:], *middle, self.lines[end[0] - 1][:end[1]]])
+
+    def expression_piece(self, expr: ast.expr) -> Piece:
+        """An expression's span without parentheses (as LibCST's position), its text, whether it is a simple
+        string and its quote."""
+        start = self.position(expr.lineno, expr.col_offset)
+        end = self.position(expr.end_lineno, expr.end_col_offset)
+        text = self.text(start, end)
+        simple = _is_simple_string(expr, text)
+        return Piece(start, end, text, simple_string=simple, quote=text.lstrip("rRbBuUfF")[0] if simple else '"')
+
+    def attribute_piece(self, node: ast.Attribute) -> Piece:
+        """The span of an attribute's name (`save` in `cfg.checkpoint.save`): the last characters of the node."""
+        end = self.position(node.end_lineno, node.end_col_offset)
+        start = (end[0], end[1] - len(node.attr))
+        if self.text(start, end) != node.attr:
+            raise Unsupported("an identifier Python normalises")
+        return Piece(start, end, node.attr)
 
     def keyword_piece(self, keyword: ast.keyword) -> Piece:
         start = self.position(keyword.lineno, keyword.col_offset)
@@ -479,16 +502,26 @@ def _is_simple_string(value: ast.expr, text: str) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------------ entry
+def bind(tree: ast.Module, text: str, class_tails: set[str]) -> tuple[_Source, _Scope, _Binder]:
+    """The binding pass over a parsed module (text without its BOM): its source, its module scope (the others hang
+    off the binder's `scopes`) and the binder; raises Unsupported where LibCST must decide."""
+    if "\r" in text.replace("\r\n", ""):
+        raise Unsupported("a line ending other than LF or CRLF")
+    if not text.isascii() and any(unicodedata.normalize("NFKC", word) != word
+                                  for word in _WORD.findall(text) if not word.isascii()):
+        raise Unsupported("an identifier Python normalises")  # `ﬁle` is `file` to Python, not to LibCST
+    module = _Scope("module", None)
+    source = _Source(text)
+    binder = _Binder(source.lines, class_tails)
+    binder.walk(tree, module)
+    return source, module, binder
+
+
 def find_calls(tree: ast.Module, text: str, table: Table, filename: str) -> list[AstCall]:
     """Every strategy call in a parsed module (text without its BOM); raises Unsupported where LibCST must
     decide."""
-    if "\r" in text.replace("\r\n", ""):
-        raise Unsupported("a line ending other than LF or CRLF")
-    module = _Scope("module", None)
-    source = _Source(text)
     tails = _class_tails(table)
-    binder = _Binder(source.lines, tails)
-    binder.walk(tree, module)
+    source, module, binder = bind(tree, text, tails)
     # the class's name, or a name it is imported as, is written on each row that can hold a call of it
     keys = re.compile("|".join(re.escape(k) for k in sorted(tails | binder.aliases)))
     finder = _Finder(table, package_of(filename), source, binder.scopes, _Rows(source.lines, keys))

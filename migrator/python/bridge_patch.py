@@ -21,14 +21,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import libcst as cst
-from libcst.metadata import MetadataWrapper, PositionProvider, QualifiedNameProvider
+from libcst.metadata import MetadataWrapper, PositionProvider
 
 from migrator.engine.bridge_table import BridgeTable, same_value
 from migrator.errors import MigratorError
 from migrator.migrate.bridge_mapping import BridgeField, BridgeMapping
 from migrator.migrate.mapping import py
 from migrator.python.bridge_from_nemo2 import literal
-from migrator.python.calls import NOT_LITERAL, _absolute, keyword_arg, package_of, quote_of, value_node
+from migrator.python.bridge_scan import scan
+from migrator.python.calls import NOT_LITERAL, keyword_arg, quote_of, value_node
 from migrator.python.patch import _layout, _with_comment, append_args, parse_source, verify_patched
 
 RECIPES = "megatron.bridge.recipes."
@@ -56,54 +57,6 @@ class BridgeFilePatch:
         return self.patched != self.original
 
 
-class _Scan(cst.CSTVisitor):
-    METADATA_DEPENDENCIES = (QualifiedNameProvider,)
-
-    def __init__(self, classes: set[str], package: str | None):
-        super().__init__()
-        self.classes = classes
-        self.package = package
-        self.calls: list[cst.Call] = []
-        self.bound: set[str] = set()
-        self.assigns: list[tuple[cst.SimpleStatementLine, cst.Assign, str, str]] = []  # stmt, assign, owner, field
-        self.recipe_stmts: list[tuple[cst.SimpleStatementLine, str]] = []  # `cfg = recipe(...)` and the name
-        self.imports_bridge = False
-        self.stmt: cst.SimpleStatementLine | None = None
-
-    def names(self, node: cst.CSTNode) -> set[str]:
-        return {n for q in self.get_metadata(QualifiedNameProvider, node, set())
-                if (n := _absolute(q.name, self.package)) is not None}
-
-    def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
-        if node.module is not None and cst.Module([]).code_for_node(node.module).startswith("megatron.bridge"):
-            self.imports_bridge = True
-
-    def visit_Import(self, node: cst.Import) -> None:
-        if any(cst.Module([]).code_for_node(a.name).startswith("megatron.bridge") for a in node.names):
-            self.imports_bridge = True
-
-    def visit_SimpleStatementLine(self, node: cst.SimpleStatementLine) -> None:
-        self.stmt = node
-
-    def visit_Call(self, node: cst.Call) -> None:
-        if self.names(node.func) & self.classes:
-            self.calls.append(node)
-
-    def visit_Assign(self, node: cst.Assign) -> None:
-        if len(node.targets) != 1 or self.stmt is None:
-            return
-        target = node.targets[0].target
-        if isinstance(target, cst.Name) and isinstance(node.value, cst.Call):
-            names = self.names(node.value.func)
-            if names & self.classes:
-                self.bound.add(target.value)
-            elif any(n.startswith(RECIPES) for n in names):
-                self.recipe_stmts.append((self.stmt, target.value))
-        if isinstance(target, cst.Attribute):
-            owner = cst.Module([]).code_for_node(target.value)
-            self.assigns.append((self.stmt, node, owner, target.attr.value))
-
-
 @dataclass
 class _Plan:
     call_changes: dict[int, list[tuple[BridgeField, str]]] = field(default_factory=dict)  # id(call) -> (field, kind)
@@ -114,17 +67,23 @@ class _Plan:
 
 
 def _plan(wrapper: MetadataWrapper, filename: str, mapping: BridgeMapping, bridge: BridgeTable) -> _Plan:
-    scan = _Scan(set(bridge.mapping.class_names), package_of(filename))
-    wrapper.visit(scan)
+    scanned = scan(wrapper, set(bridge.mapping.class_names), filename)
     positions = wrapper.resolve(PositionProvider)
+    # an assignment with one target on a statement line: what the patcher edits and inserts after
+    alone = [b for b in scanned.bindings if b.alone and b.stmt is not None]
+    bound = {b.name for b in alone if scanned.is_config(b)}
+    recipe_stmts = [(b.stmt, b.name) for b in alone
+                    if not scanned.is_config(b) and any(n.startswith(RECIPES) for n in b.func_names)]
+    assigns = [(a.stmt, a.node, cst.Module([]).code_for_node(a.target.value), a.target.attr.value)
+               for a in scanned.attribute_assigns if a.kind == "alone" and a.stmt is not None]
     plan = _Plan()
 
     def where(node: cst.CSTNode) -> tuple[int, int]:
         start = positions[node].start
         return start.line, start.column + 1
 
-    checkpoint_assigns = [(s, a, o, f) for s, a, o, f in scan.assigns
-                          if o in scan.bound or (scan.imports_bridge and o.endswith(".checkpoint"))]
+    checkpoint_assigns = [(s, a, o, f) for s, a, o, f in assigns
+                          if o in bound or (scanned.imports_bridge and o.endswith(".checkpoint"))]
     last_assign: dict[str, tuple[cst.SimpleStatementLine, cst.Assign]] = {}
     for stmt, assign, owner, name in checkpoint_assigns:
         last_assign[name] = (stmt, assign)
@@ -144,8 +103,8 @@ def _plan(wrapper: MetadataWrapper, filename: str, mapping: BridgeMapping, bridg
             unset.append(item)
     if not unset:
         return plan
-    if scan.calls:
-        for call in scan.calls:
+    if scanned.calls:
+        for call in scanned.calls:
             keywords = {a.keyword.value: a for a in call.args if a.keyword is not None}
             wanted: list[tuple[BridgeField, str]] = []
             not_literal = []
@@ -172,8 +131,8 @@ def _plan(wrapper: MetadataWrapper, filename: str, mapping: BridgeMapping, bridg
         return plan
     if checkpoint_assigns:
         anchor, _, owner, _ = checkpoint_assigns[-1]
-    elif scan.recipe_stmts:
-        anchor, name = scan.recipe_stmts[-1]
+    elif recipe_stmts:
+        anchor, name = recipe_stmts[-1]
         owner = f"{name}.checkpoint"
     else:
         return plan

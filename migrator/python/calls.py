@@ -18,6 +18,7 @@ from libcst.metadata import MetadataWrapper, PositionProvider, QualifiedNameProv
 
 from migrator.engine.table import Table
 from migrator.python.names import NOT_LITERAL, _absolute, package_of, same_value  # noqa: F401 (re-exported)
+from migrator.python.names import StrategyNames
 
 _LITERAL_NODES = (cst.Integer, cst.Float, cst.SimpleString, cst.ConcatenatedString, cst.UnaryOperation)
 
@@ -49,10 +50,7 @@ class _Finder(cst.CSTVisitor):
 
     def __init__(self, table: Table, package: str | None):
         super().__init__()
-        self.classes = set(table.strategy.class_names)
-        self.wrappers = set(table.strategy.config_wrappers)
-        self.enum_classes = {a.enum_class for a in table.strategy.arguments if a.enum_class}
-        self.enum_names = {e.rsplit(".", 1)[-1] for e in self.enum_classes}
+        self.known = StrategyNames.of(table)
         self.package = package
         self.calls: list[StrategyCall] = []
         self.raises_depth = 0
@@ -78,13 +76,13 @@ class _Finder(cst.CSTVisitor):
         return found
 
     def is_strategy(self, node: cst.CSTNode) -> bool:
-        return bool(self.names(node) & self.classes)
+        return bool(self.names(node) & self.known.classes)
 
     def visit_Call(self, node: cst.Call) -> None:
         if self.is_strategy(node.func):
             self.calls.append(self.collect(node, None, node.args))
             return
-        wrapper = self.names(node.func) & self.wrappers
+        wrapper = self.names(node.func) & self.known.wrappers
         if wrapper and node.args and node.args[0].keyword is None and not node.args[0].star \
                 and self.is_strategy(node.args[0].value):
             self.calls.append(self.collect(node, sorted(wrapper)[0], node.args[1:]))
@@ -105,13 +103,7 @@ class _Finder(cst.CSTVisitor):
         if isinstance(expr, cst.Name):
             return {"True": True, "False": False, "None": None}.get(expr.value, NOT_LITERAL)
         if isinstance(expr, cst.Attribute):
-            for name in self.names(expr):
-                owner, _, member = name.rpartition(".")
-                # megatron-core re-exports the enum from several modules
-                if owner in self.enum_classes or (owner.startswith("megatron.")
-                                                  and owner.rsplit(".", 1)[-1] in self.enum_names):
-                    return member.lower()
-            return NOT_LITERAL
+            return self.known.enum_member(self.names(expr))
         if isinstance(expr, _LITERAL_NODES):
             if isinstance(expr, cst.UnaryOperation) and not isinstance(expr.expression, (cst.Integer, cst.Float)):
                 return NOT_LITERAL

@@ -17,6 +17,7 @@ import functools
 import io
 import os
 import tokenize
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,16 +65,27 @@ def too_deep(filename: str) -> MigratorError:
                          "too); not checked")
 
 
+def guarded(check: Callable[[str, str, Table, Any], list[Diagnostic]]):
+    """A language check whose code is nested deeper than CPython's own compiler takes (RecursionError,
+    MemoryError) reports that as one line naming the file."""
+    @functools.wraps(check)
+    def run(text: str, filename: str, table: Table, options: Any) -> list[Diagnostic]:
+        try:
+            return check(text, filename, table, options)
+        except (RecursionError, MemoryError):
+            raise too_deep(filename) from None
+
+    return run
+
+
+def without_bom(text: str) -> tuple[str, int]:
+    """The text without its BOM, and how far that moves row 1's columns (LibCST drops a BOM)."""
+    return text.removeprefix(BOM), 1 if text.startswith(BOM) else 0
+
+
+@guarded
 def check_text(text: str, filename: str, table: Table, options: Any) -> list[Diagnostic]:
-    try:
-        return _check_text(text, filename, table, options)
-    except (RecursionError, MemoryError):
-        raise too_deep(filename) from None
-
-
-def _check_text(text: str, filename: str, table: Table, options: Any) -> list[Diagnostic]:
-    shift = 1 if text.startswith(BOM) else 0  # LibCST drops a BOM; columns on row 1 move by one
-    text = text.removeprefix(BOM)
+    text, shift = without_bom(text)
     if MARKER not in text:
         return []  # no strategy call can be written without the class's name: nothing to parse
     tree = syntax_check(text, filename, shift)

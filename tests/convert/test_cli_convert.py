@@ -275,15 +275,17 @@ def test_interrupt_leaves_no_output(tmp_path: Path, make_nemo, llama_config_text
     assert_nothing_written(out)
 
 
-def test_a_leftover_partial_output_is_refused_then_replaced_with_force(tmp_path: Path) -> None:
+def test_a_leftover_partial_output_is_removed_under_the_lock(tmp_path: Path) -> None:
+    # no other run holds out.lock, so out.partial is an interrupted run's: removed, saying so, without --force
+    # (a running conversion's is refused: tests/convert/test_reliability_outlock.py)
     out = tmp_path / "out"
     leftover = tmp_path / "out.partial"
     (leftover / "weights").mkdir(parents=True)
     base = ["convert", "--input_path", fixture_nemo("tiny_llama_torch_dist"), "--output_path", out,
             "--model_id", LLAMA_ID]
-    assert_one_line_error(run_cli(*base), "out.partial: exists (an interrupted or a concurrent conversion)")
-    assert leftover.exists() and not out.exists()
-    assert run_cli(*base, "--force").returncode == 0
+    result = run_cli(*base)
+    assert result.returncode == 0, result.stderr
+    assert f"{leftover}: removed, left by an interrupted run" in result.stdout
     assert_complete(out)
 
 

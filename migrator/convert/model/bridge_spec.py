@@ -21,6 +21,7 @@ from typing import Any
 
 from migrator.convert.formats.chunks import CAST_TARGETS
 from migrator.convert.model.bridge_models import TARGET_KEY, BridgeTable, Release
+from migrator.convert.model.nemo1_values import check_mcore_values
 from migrator.convert.model.spec import TokenizerSpec
 from migrator.errors import MigratorError
 
@@ -221,7 +222,10 @@ def checkpoint_section(table: BridgeTable) -> dict[str, Any]:
 
 def build_bridge_spec(kind: str, values: Mapping[str, Any], padded_vocab_size: int, source_dtype: str, dtype: str,
                       tokenizer: TokenizerSpec | None, iter_dir: Path, table: BridgeTable, span: list[Release],
-                      warn: Warn) -> BridgeSpec:
+                      warn: Warn, origin: str = "model config") -> BridgeSpec:
+    """`origin` names where `values` came from (a NeMo 2.0 checkpoint's context/ is checked here; a NeMo 1.0
+    model_config.yaml was checked when it was read)."""
+    check_mcore_values(dict(values), origin)
     model = model_section(kind, values, padded_vocab_size, source_dtype, dtype, table)
     spec = BridgeSpec(kind=kind, provider=model["_target_"], model=model, checkpoint=checkpoint_section(table),
                       releases=[r.name for r in span])

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from migrator.convert.model.models import load_model_table
+from migrator.convert.model.nemo1_values import check_mcore_values
 from migrator.convert.read.nemo2_context import read_reference_model
 from migrator.errors import MigratorError
 
@@ -168,6 +169,7 @@ def _fill(target: LoadTarget, values: dict[str, Any], defaults: str) -> LoadTarg
         if not isinstance(values.get(name), int) or isinstance(values.get(name), bool) or values[name] <= 0:
             raise MigratorError(f"{where}: {name} is {values.get(name)!r}, not a positive integer "
                                 f"(fields not in the checkpoint's config take {defaults})")
+    check_mcore_values(values, str(where))  # `layernorm_epsilon: tiny` is a bad checkpoint, not a model to build
     transformer = {k: values[k] for k in TRANSFORMER_FIELDS if k in values}
     activation = transformer.get("activation_func")
     if activation is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from migrator.convert.model.nemo1_values import FIELDS, describe
 from migrator.errors import MigratorError
 
 YAML = "model_config.yaml"
@@ -46,8 +47,11 @@ def _require(cfg: dict[str, Any], key: str) -> Any:
 
 
 def _int(cfg: dict[str, Any], key: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise MigratorError(f"{YAML}: {key}: expected a positive integer, got {value!r}")
+    """A size the model needs (no null): the value table's rule for the key (model_config.yaml was checked against
+    it when read; this guards a config that did not come through that reader)."""
+    rule = FIELDS[key]
+    if value is None or not rule.accepts(value):
+        raise MigratorError(f"{YAML}: {key}: expected {rule.expected.removesuffix(' or null')}, got {describe(value)}")
     return value
 
 

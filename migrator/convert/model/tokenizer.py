@@ -4,7 +4,10 @@ Sources, in order (as NeMo's converter, except that `--tokenizer_path` also over
 1. `--tokenizer_vocab_file` (+ `--tokenizer_model_name`, `--tokenizer_library`): a tiktoken vocabulary file.
 2. `--tokenizer_path`: a SentencePiece `.model` file or a local Hugging Face tokenizer folder.
 3. The `.nemo`'s `tokenizer:` section: a SentencePiece model stored in the `.nemo` (`model: nemo:<member>`), a
-   tiktoken vocabulary stored in it, or a Hugging Face tokenizer whose `type` names a local folder.
+   tiktoken vocabulary stored in it, or a Hugging Face tokenizer whose `type` names a folder beside the input (the
+   `.nemo`'s folder, or inside an extracted one). That folder is the one file set read from outside the checkpoint
+   without being named on the command line, so it is confined (`beside_folder`): a relative name without `..`, the
+   folder and every file in it resolving inside it, regular files only; a `note` line says which folder was used.
 NeMo 1.0's `sentencepiece_legacy`, `special_tokens` and `chat_template` are kept (NeMo's converter drops them), and
 there is never a network access: a Hugging Face tokenizer that is only a hub name needs `--tokenizer_path`.
 """
@@ -12,10 +15,12 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from migrator.convert.model.nemo1_values import check_tokenizer_section
 from migrator.convert.model.spec import TokenizerSpec
 from migrator.errors import MigratorError
 
@@ -28,6 +33,8 @@ _HF_SPECIAL = ("mask_token", "bos_token", "eos_token", "pad_token", "sep_token",
 _HF_MARKERS = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 
 ReadMember = Callable[[str], bytes]
+Note = Callable[[str], None]
+MAX_FOLDER_ENTRIES = 10_000  # a tokenizer folder holds a handful of files; a larger tree is not one
 
 
 def sentencepiece_piece_count(model: bytes) -> int:
@@ -165,22 +172,72 @@ def _read(read_member: ReadMember | None, reference: str, what: str) -> tuple[st
     raise MigratorError(f"model_config.yaml: {what} {reference!r} is not in the checkpoint; pass --tokenizer_path")
 
 
-def _local_folder(name: str, input_dir: Path | None) -> Path | None:
-    candidates = [Path(name).expanduser()]
-    if input_dir is not None and not Path(name).is_absolute():
-        candidates.insert(0, input_dir / name)
-    return next((c for c in candidates if c.is_dir()), None)
+def _outside(name: str, why: str) -> MigratorError:
+    return MigratorError(f"model_config.yaml: tokenizer.type {name!r} {why}; a Hugging Face tokenizer folder is read "
+                         f"implicitly only from beside the checkpoint; pass the folder with --tokenizer_path")
+
+
+def _check_tree(folder: Path, real: Path, refuse: Callable[[str], MigratorError], confine: bool = True) -> None:
+    """Every entry of the folder is a regular file or a folder (a FIFO or a device would hang or flood the copy);
+    with `confine`, a link only to a regular file inside the folder."""
+    entries = 0
+    for root, dirs, files in os.walk(real, followlinks=False):
+        for entry in [*dirs, *files]:
+            entries += 1
+            if entries > MAX_FOLDER_ENTRIES:
+                raise refuse(f"holds more than {MAX_FOLDER_ENTRIES} entries (not a tokenizer folder)")
+            path = Path(root) / entry
+            shown = folder / path.relative_to(real)
+            try:
+                info = path.lstat()
+                if stat.S_ISLNK(info.st_mode):
+                    target = path.resolve(strict=True)
+                    if confine and not target.is_relative_to(real):
+                        raise refuse(f"has {shown}, a link to {target}, outside the folder")
+                    info = target.stat()
+                    if confine and stat.S_ISDIR(info.st_mode):
+                        raise refuse(f"has {shown}, a link to a folder")
+            except (OSError, RuntimeError) as error:  # a dangling or looping link
+                raise refuse(f"has {shown}, which cannot be read "
+                             f"({getattr(error, 'strerror', None) or error})") from None
+            if not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
+                raise refuse(f"has {shown}, which is not a regular file")
+
+
+def beside_folder(name: str, input_dir: Path) -> Path | None:
+    """The Hugging Face tokenizer folder `tokenizer.type` names beside the input, confined to `input_dir`: None when
+    there is no such folder (a hub name), a MigratorError when the name or a link leaves that place."""
+    if not name or "\0" in name:
+        return None
+    if os.path.isabs(name) or name.startswith("~"):
+        raise _outside(name, "is an absolute path")
+    if ".." in Path(name).parts:
+        raise _outside(name, "climbs out of the checkpoint's folder with '..'")
+    folder = input_dir / name
+    if not folder.is_dir():
+        return None
+    base = input_dir.resolve()
+    real = folder.resolve()
+    if real == base or not real.is_relative_to(base):
+        raise _outside(name, f"resolves to {real}, outside {base}" if real != base else
+                       "is the checkpoint's own folder")
+    _check_tree(folder, real, lambda why: _outside(name, why))
+    return folder
 
 
 def resolve_tokenizer(model_config: dict | None, read_member: ReadMember | None, tokenizer_path: str | None,
                       tokenizer_library: str | None, tokenizer_vocab_file: str | None,
-                      tokenizer_model_name: str | None, input_dir: Path | None = None) -> TokenizerSpec:
+                      tokenizer_model_name: str | None, input_dir: Path | None = None,
+                      note: Note | None = None) -> TokenizerSpec:
     """The tokenizer for context/: class, init arguments (artifacts as context-relative names) and files.
 
     `read_member(name) -> bytes` reads a `.nemo` member (KeyError/FileNotFoundError if absent); `input_dir` is
-    the folder that holds the input, where a relative Hugging Face `tokenizer.type` folder is looked up first.
+    the folder that holds the input, the only place a Hugging Face `tokenizer.type` folder is looked up; `note`
+    receives the line saying that such a folder is used.
     """
-    tok_cfg: dict[str, Any] = dict((model_config or {}).get("tokenizer") or {})
+    section = (model_config or {}).get("tokenizer")
+    check_tokenizer_section(section, lambda key: "model_config.yaml")
+    tok_cfg: dict[str, Any] = dict(section or {})
     library = (tokenizer_library or "").lower() or None
 
     if tokenizer_vocab_file:
@@ -206,6 +263,9 @@ def resolve_tokenizer(model_config: dict | None, read_member: ReadMember | None,
                 raise MigratorError(f"--tokenizer_path {tokenizer_path}: a SentencePiece tokenizer is a .model file")
             return _sentencepiece(path.name, path, kept, default_legacy=same_kind)
         if library == "huggingface":
+            if path.is_dir():  # the user's own folder: links may lead anywhere, but only regular files are read
+                _check_tree(path, path.resolve(), lambda why: MigratorError(f"--tokenizer_path {tokenizer_path}: "
+                                                                            f"{why}"), confine=False)
             return _huggingface(path, kept, f"--tokenizer_path {tokenizer_path}")
         if library == "tiktoken" and path.is_file():
             return _tiktoken(path.name, path)
@@ -225,12 +285,16 @@ def resolve_tokenizer(model_config: dict | None, read_member: ReadMember | None,
         # NeMo 1.0 (_build_tokenizer): legacy defaults to True for library sentencepiece when the key is absent
         return _sentencepiece(name, content, tok_cfg, default_legacy=yaml_library == "sentencepiece")
     if yaml_library == "huggingface":
-        folder = _local_folder(str(yaml_type), input_dir) if yaml_type else None
+        folder = beside_folder(str(yaml_type), input_dir) if yaml_type and input_dir is not None else None
         if folder is None:
             raise MigratorError(f"model_config.yaml: tokenizer.type {yaml_type!r} is a Hugging Face tokenizer that "
                                 f"the checkpoint does not contain and that is not a local folder; pass its folder "
                                 f"with --tokenizer_path (there is no network access)")
-        return _huggingface(folder, tok_cfg, f"model_config.yaml: tokenizer.type {yaml_type}")
+        spec = _huggingface(folder, tok_cfg, f"model_config.yaml: tokenizer.type {yaml_type}")
+        if note is not None:
+            note(f"using the Hugging Face tokenizer folder {folder} beside the checkpoint (model_config.yaml "
+                 f"tokenizer.type {yaml_type!r}); --tokenizer_path chooses another")
+        return spec
     if yaml_library == "tiktoken":
         vocab_ref = tok_cfg.get("vocab_file")
         if not vocab_ref:

@@ -4,17 +4,29 @@ OmegaConf reads YAML 1.1 through PyYAML (`yes`/`no`/`on`/`off` are booleans, `0o
 a float resolver for exponents without a dot (`1e-5`). ruamel.yaml, which this project uses, reads YAML 1.2. So
 we let ruamel compose the node tree and resolve plain scalars with the lint's 1.1 rules
 (`migrator.yaml.document.resolve_yaml11`); quoted scalars are strings. Anchors and aliases are followed; OmegaConf interpolations (`${...}`) stay strings.
+
+`load_model_config` then checks the type and range of every architecture value the converter reads
+(`model/nemo1_values.py`), naming the file, line and key of the first one NeMo 1.0 would not accept;
+`load_yaml11` only reads (for the other YAML files the converter reads: NeMo 2.0's model.yaml, Bridge's
+run_config.yaml).
 """
 from __future__ import annotations
 
 from typing import Any
 
+from migrator.convert.model.nemo1_values import check_model_config
 from migrator.errors import MigratorError
 from migrator.yaml import bounds
 from migrator.yaml.document import resolve_yaml11
 
 
-def _to_python(node: Any, memo: dict[int, Any], what: str) -> Any:
+Positions = dict[str, tuple[int, str | None]]  # dotted key -> (line, YAML text of a scalar value)
+
+
+def _to_python(node: Any, memo: dict[int, Any], what: str, positions: Positions | None = None, path: str = "",
+               depth: int = 0) -> Any:
+    """`positions`, when given, receives the line (and scalar text) of the keys of the top-level mapping and of the
+    mappings directly under it (`tokenizer.model`)."""
     from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
     if id(node) in memo:
@@ -43,13 +55,32 @@ def _to_python(node: Any, memo: dict[int, Any], what: str) -> Any:
             if not isinstance(key_node, ScalarNode):
                 raise MigratorError(f"{what}:{line}: a mapping key must be a scalar, not a "
                                     f"{'list' if isinstance(key_node, SequenceNode) else 'mapping'}")
-            mapping[_to_python(key_node, memo, what)] = _to_python(value_node, memo, what)
+            key = _to_python(key_node, memo, what)
+            name = f"{path}{key}"
+            if positions is not None and depth < 2 and isinstance(key, str):
+                text = value_node.value if isinstance(value_node, ScalarNode) and not value_node.style else None
+                positions[name] = (line, text if text is None or len(text) <= 60 else text[:57] + "...")
+            mapping[key] = _to_python(value_node, memo, what, positions if depth < 1 else None,
+                                      f"{name}.", depth + 1)
         return mapping
     return None
 
 
 def load_model_config(text: bytes | str, what: str) -> dict[str, Any]:
-    """`model_config.yaml` as a dict; `what` names the file or member in errors (exit 2)."""
+    """A NeMo 1.0 `model_config.yaml` as a dict, its architecture values checked; `what` names the file or member
+    in errors (exit 2)."""
+    positions: Positions = {}
+    config = load_yaml11(text, what, positions)
+
+    def where(key: str) -> str:
+        return f"{what}:{positions[key][0]}" if key in positions else what
+
+    check_model_config(config, where, lambda key: positions[key][1] if key in positions else None)
+    return config
+
+
+def load_yaml11(text: bytes | str, what: str, positions: Positions | None = None) -> dict[str, Any]:
+    """A YAML mapping read as NeMo (OmegaConf, YAML 1.1) reads it, unchecked; `what` names the file in errors."""
     from ruamel.yaml import YAML
     from ruamel.yaml.error import YAMLError
 
@@ -67,7 +98,7 @@ def load_model_config(text: bytes | str, what: str) -> dict[str, Any]:
         raise MigratorError(f"{what}: YAML nested too deeply to read") from None
     if node is not None:
         bounds.check_tree([node], what)
-    config = _to_python(node, {}, what) if node is not None else None
+    config = _to_python(node, {}, what, positions) if node is not None else None
     if not isinstance(config, dict):
         raise MigratorError(f"{what}: expected a mapping of model settings, found {type(config).__name__}")
     return config
