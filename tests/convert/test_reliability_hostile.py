@@ -351,7 +351,7 @@ def test_a_malformed_io_json_is_one_line_exit_2(tmp_path, nemo2_dir, edit, needl
 
 
 @pytest.mark.parametrize("field,value", [("hidden_size", "'64'"), ("num_layers", "-2"), ("add_qkv_bias", "'no'"),
-                                         ("normalization", "[1]")])
+                                         ("normalization", "[1]"), ("num_attention_heads", "null")])
 def test_a_context_value_of_the_wrong_type_is_one_line_exit_2(tmp_path, nemo2_dir, field, value):
     import re
 
@@ -362,7 +362,8 @@ def test_a_context_value_of_the_wrong_type_is_one_line_exit_2(tmp_path, nemo2_di
     if not n:
         text = text.replace("\nconfig:\n", f"\nconfig:\n  {field}: {value}\n", 1)
     model_yaml.write_text(text)
-    refused(convert(nemo2, tmp_path / "out", "--to", "bridge"), "context/model.yaml", f"config field {field}")
+    needle = f"config field {field} is null" if value == "null" else f"{field}: expected"
+    refused(convert(nemo2, tmp_path / "out", "--to", "bridge"), "context/model.yaml", needle)
 
 
 def test_a_context_tokenizer_link_leading_out_of_context_is_not_read(tmp_path, nemo2_dir):

@@ -57,38 +57,29 @@ def _plain(value: Any) -> Any:
     return value
 
 
-# The config fields the architecture checks read (model/shapes.py), with the type each must have: a context/ that
-# lacks one (after the class's preset fills in what model.yaml leaves out) or gives another type is refused here,
-# in one line naming the file and the field.
-_INT, _OPTIONAL_INT, _BOOL, _STR = "a positive integer", "a positive integer or null", "true or false", "a string"
-GPT_FIELDS: dict[str, str] = {
-    "hidden_size": _INT, "num_layers": _INT, "num_attention_heads": _INT, "ffn_hidden_size": _INT,
-    "seq_length": _INT, "num_query_groups": _OPTIONAL_INT, "kv_channels": _OPTIONAL_INT,
-    "gated_linear_unit": _BOOL, "add_bias_linear": _BOOL, "add_qkv_bias": _BOOL, "qk_layernorm": _BOOL,
-    "share_embeddings_and_output_weights": _BOOL, "normalization": _STR, "position_embedding_type": _STR}
-MAMBA_FIELDS: dict[str, str] = {"hidden_size": _INT, "hybrid_override_pattern": _STR,
-                                "share_embeddings_and_output_weights": _BOOL}
-
-
-def _kind_ok(value: Any, kind: str) -> bool:
-    if kind in (_INT, _OPTIONAL_INT):
-        if value is None:
-            return kind == _OPTIONAL_INT
-        return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 1 << 40
-    if kind == _BOOL:
-        return isinstance(value, bool)
-    return isinstance(value, str)
+# The config fields the architecture checks read (model/shapes.py), and those of them that must not be null. Their
+# types and ranges are megatron-core's (model/nemo1_values.MCORE_FIELDS, which the Bridge spec checks again): a
+# context/ that lacks one (after the class's preset fills in what model.yaml leaves out) is refused here, in one
+# line naming the file and the field, before the checks compute with them.
+GPT_FIELDS = ("hidden_size", "num_layers", "num_attention_heads", "ffn_hidden_size", "seq_length", "num_query_groups",
+              "kv_channels", "gated_linear_unit", "add_bias_linear", "add_qkv_bias", "qk_layernorm",
+              "share_embeddings_and_output_weights", "normalization", "position_embedding_type")
+MAMBA_FIELDS = ("hidden_size", "hybrid_override_pattern", "share_embeddings_and_output_weights")
+_NULLABLE = {"num_query_groups", "kv_channels"}
 
 
 def check_context_values(context: Nemo2Context, where: Path) -> None:
-    """Every field the architecture checks read is present with its type (see GPT_FIELDS)."""
-    fields = MAMBA_FIELDS if context.model_class.endswith(".MambaModel") else GPT_FIELDS
-    for name, kind in fields.items():
+    """Every field the architecture checks read is present (not null where they compute with it), and every value
+    megatron-core has a rule for follows it."""
+    from migrator.convert.model.nemo1_values import check_mcore_values
+
+    for name in MAMBA_FIELDS if context.model_class.endswith(".MambaModel") else GPT_FIELDS:
         if name not in context.values:
             raise MigratorError(f"{where}: config field {name} is missing (and {context.config_class} has no preset "
                                 "in rules/nemo2_models.yaml that gives it)")
-        if not _kind_ok(context.values[name], kind):
-            raise MigratorError(f"{where}: config field {name} is {brief(context.values[name], 60)}; expected {kind}")
+        if context.values[name] is None and name not in _NULLABLE:
+            raise MigratorError(f"{where}: config field {name} is null")
+    check_mcore_values(context.values, str(where))
 
 
 def _read_model_yaml(path: Path) -> Nemo2Context:
