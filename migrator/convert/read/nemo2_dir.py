@@ -68,7 +68,7 @@ MAMBA_FIELDS = ("hidden_size", "hybrid_override_pattern", "share_embeddings_and_
 _NULLABLE = {"num_query_groups", "kv_channels"}
 
 
-def check_context_values(context: Nemo2Context, where: Path) -> None:
+def check_context_values(context: Nemo2Context, where: str) -> None:
     """Every field the architecture checks read is present (not null where they compute with it), and every value
     megatron-core has a rule for follows it."""
     from migrator.convert.model.nemo1_values import check_mcore_values
@@ -79,12 +79,13 @@ def check_context_values(context: Nemo2Context, where: Path) -> None:
                                 "in rules/nemo2_models.yaml that gives it)")
         if context.values[name] is None and name not in _NULLABLE:
             raise MigratorError(f"{where}: config field {name} is null")
-    check_mcore_values(context.values, str(where))
+    check_mcore_values(context.values, where)
 
 
 def _read_model_yaml(path: Path) -> Nemo2Context:
-    """context/model.yaml as data. Fields it leaves out (NeMo writes only the arguments a config was built with,
-    and so do we) come from the config class's preset in rules/nemo2_models.yaml, when there is one."""
+    """context/model.yaml as data. NeMo's lists every field of the config; ours (write/nemo2.py) lists the values
+    taken from NeMo 1.0, and NeMo builds the class from io.json, so the class's defaults apply to the rest: fields
+    model.yaml leaves out come from the config class's preset in rules/nemo2_models.yaml, when there is one."""
     from migrator.convert.model.models import load_model_table
 
     try:
@@ -145,10 +146,9 @@ def read_context(root: Path) -> Nemo2Context:
     model_yaml = root / CONTEXT / "model.yaml"
     if model_yaml.is_file():
         context = _read_model_yaml(model_yaml)
-        check_context_values(context, model_yaml)
     else:
         context = _read_io_json(root / CONTEXT / "io.json")
-        check_context_values(context, root / CONTEXT / "io.json")
+    check_context_values(context, f"{root}: {context.origin}")  # named as the Bridge spec names it
     return context
 
 
