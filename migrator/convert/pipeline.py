@@ -29,7 +29,7 @@ from typing import Callable, Sequence, TextIO
 
 from migrator.convert.read.source import Source, open_source
 from migrator.convert.storage import outlock
-from migrator.convert.storage.fileops import Cancelled, check_cancel
+from migrator.convert.storage.fileops import Cancelled, check_cancel, os_error_line
 from migrator.convert.storage.progress import Progress, make_progress
 from migrator.convert.write.dcp import write_backend_marker, write_common
 from migrator.convert.write.plan import ConvertOptions, Plan, build_plan, render_plan
@@ -231,7 +231,15 @@ def _free_bytes(output: Path) -> int | None:
 
 def convert(options: ConvertOptions, *, warn: Warn, out: TextIO, progress: Progress | None = None,
             cancel: threading.Event | None = None) -> ConvertResult:
-    """Run one conversion (see the module docstring). Raises MigratorError for bad input (exit 2)."""
+    """Run one conversion (see the module docstring). Raises MigratorError for bad input and I/O errors (exit 2)."""
+    try:
+        return _convert_locked(options, warn=warn, out=out, progress=progress, cancel=cancel)
+    except OSError as error:  # e.g. reading the input: one line naming the file and the OS error
+        raise MigratorError(os_error_line(error, options.input_path)) from None
+
+
+def _convert_locked(options: ConvertOptions, *, warn: Warn, out: TextIO, progress: Progress | None = None,
+                    cancel: threading.Event | None = None) -> ConvertResult:
     cancel = cancel or threading.Event()
     warnings: list[str] = []
 
@@ -390,10 +398,15 @@ def _write_output(source: Source, plan: Plan, options: ConvertOptions, progress:
                 # that thread's OSError, not an interrupt
                 if isinstance(error, Cancelled) and not isinstance(failed, (Cancelled, KeyboardInterrupt)):
                     cause = failed
+        if isinstance(cause, OSError) and not partial.exists() and options.output_path.exists():
+            # the rename happened (OUT.partial is gone, OUT is the new, complete output): only a flush after it
+            # failed, so OUT is not removed, and not reported as missing
+            warn(f"{os_error_line(cause, options.output_path)}; {options.output_path} was written and is complete, "
+                 "but its folder entry may not be on disk yet (run `sync`)")
+            return {}
         shutil.rmtree(partial, ignore_errors=True)
         if isinstance(cause, OSError):
-            raise MigratorError(f"{cause.filename or partial}: {cause.strerror or cause}; nothing written to "
-                                f"{options.output_path}") from None
+            raise MigratorError(f"{os_error_line(cause, partial)}; nothing written to {options.output_path}") from None
         if isinstance(cause, EOFError):
             raise MigratorError(f"{options.input_path}: {cause}; the input is truncated; nothing written") from None
         if cause is not error:
@@ -431,8 +444,13 @@ def _fsync_tree(root: Path) -> None:
     for path in [*paths, root]:
         if path.is_symlink():
             continue
-        fd = os.open(path, os.O_RDONLY)
         try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as error:  # the report names the file that could not be flushed
+            if error.filename is None:
+                error.filename = str(path)
+            raise

@@ -11,14 +11,14 @@ Reading is chunk by chunk (memory about one chunk), except where the two sides c
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 from migrator.convert.formats.chunks import KEY_PREFIX, StoredChunk, StoredObject, key_renamer
+from migrator.convert.formats.json_data import json_object
 from migrator.convert.model.extra_state import is_core_attention
-from migrator.convert.read.source import Source, open_source
+from migrator.convert.read.source import MAX_INDEX_BYTES, Source, open_source
 from migrator.convert.read.torch_dist import DcpIndex, parse_dcp_metadata, view_torch_chunk
 from migrator.convert.storage.fileops import FileSlice, read_exactly, skip
 from migrator.convert.write.dcp import BACKEND_MARKER
@@ -175,15 +175,18 @@ def _check_layout(output: Path, report: VerifyReport) -> DcpIndex:
         report.problem(f"{marker}: missing (an incomplete checkpoint)")
     else:
         try:
-            content = json.loads(marker.read_text())
-        except ValueError as error:
+            content = json_object(marker.read_bytes(), str(marker))
+        except MigratorError as error:
             content = None
-            report.problem(f"{marker}: not valid JSON ({error})")
+            report.problem(str(error))
         if content is not None and content != BACKEND_MARKER:
             report.problem(f"{marker}: {content} (expected {BACKEND_MARKER})")
     index_file = weights / ".metadata"
     if not index_file.is_file():
         raise MigratorError(f"{index_file}: missing (no torch_dist index)")
+    if index_file.stat().st_size > MAX_INDEX_BYTES:
+        raise MigratorError(f"{index_file}: {index_file.stat().st_size} bytes, more than the {MAX_INDEX_BYTES} an "
+                            "index may have")
     index = parse_dcp_metadata(index_file.read_bytes(), str(index_file), member_dir="")
     common = weights / "common.pt"
     if not common.is_file():
@@ -203,11 +206,11 @@ def _check_layout(output: Path, report: VerifyReport) -> DcpIndex:
             report.problem(f"{context / name}: missing")
     if kind == "nemo2" and (context / "io.json").is_file():
         try:
-            graph = json.loads((context / "io.json").read_text())
-            if not isinstance(graph, dict) or not {"root", "objects"} <= graph.keys():
+            graph = json_object((context / "io.json").read_bytes(), str(context / "io.json"), 64 << 20)
+            if not {"root", "objects"} <= graph.keys():
                 report.problem(f"{context / 'io.json'}: not a fiddle JSON graph (no root/objects)")
-        except ValueError as error:
-            report.problem(f"{context / 'io.json'}: not valid JSON ({error})")
+        except MigratorError as error:
+            report.problem(str(error))
     sizes = {p.name: p.stat().st_size for p in weights.glob("*.distcp")}
     for key, chunks in index.chunks.items():
         for c in chunks:

@@ -53,10 +53,67 @@ class PickledObject:
         return (copyreg.__newobj__, (cls, *self.args), self.state)
 
     def __repr__(self) -> str:
-        return f"<{self.pickle_module}.{self.pickle_name} args={self.args!r} state={self.state!r}>"
+        return brief(self, 400)
 
 
 _STAND_INS: dict[tuple[str, str], type[PickledObject]] = {}
+
+
+def brief(value: Any, limit: int = 120) -> str:
+    """A short one-line description of unpickled data for error messages: at most `limit` characters, a few levels
+    deep, a few items per container, control characters escaped. `repr` would expand shared references (a pickle
+    can name one list twice at every level: 2**depth items), recurse without bound and print newlines."""
+    out: list[str] = []
+    room = [limit + 1]
+
+    def emit(text: str) -> None:
+        out.append(text[:room[0]])
+        room[0] -= len(text)
+
+    def walk(v: Any, depth: int) -> None:
+        if room[0] <= 0:
+            return
+        if depth > 3:
+            emit("...")
+        elif isinstance(v, PickledObject):
+            emit(f"<{v.pickle_module}.{v.pickle_name} args=")
+            walk(v.args, depth + 1)
+            emit(" state=")
+            walk(v.state, depth + 1)
+            emit(">")
+        elif isinstance(v, type):
+            emit(global_name(v) or v.__name__)
+        elif isinstance(v, (dict, list, tuple, set, frozenset)):
+            opening, closing = {dict: "{}", list: "[]", tuple: "()"}.get(type(v), "{}")
+            emit(opening)
+            items = v.items() if isinstance(v, dict) else v
+            for i, item in enumerate(items):
+                if i:
+                    emit(", ")
+                if i >= 6 or room[0] <= 0:
+                    emit(f"... {len(v)} items")
+                    break
+                if isinstance(v, dict):
+                    walk(item[0], depth + 1)
+                    emit(": ")
+                    walk(item[1], depth + 1)
+                else:
+                    walk(item, depth + 1)
+            emit("," if isinstance(v, tuple) and len(v) == 1 else "")
+            emit(closing)
+        elif isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 128:
+            emit(f"<an int of {v.bit_length()} bits>")
+        elif isinstance(v, (str, bytes, bytearray)):
+            emit(repr(v[:limit]))
+        elif v is None or isinstance(v, (bool, int, float)):
+            emit(repr(v))
+        else:
+            emit(f"<{type(v).__name__}>")
+
+    walk(value, 0)
+    text = "".join(out)
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def stand_in(module: str, name: str) -> type[PickledObject]:
@@ -155,7 +212,8 @@ class StandInPickler(pickle._Pickler):  # type: ignore[name-defined]  # the pure
 
 
 def dump_stand_ins(obj: Any, protocol: int = 4) -> bytes:
-    """Pickle a tree of plain values and stand-ins; the output names only the globals the stand-ins carry."""
+    """Pickle a tree of plain values and stand-ins; the output names only the globals the stand-ins carry.
+    Raises RecursionError for a tree nested deeper than the interpreter's recursion limit (callers name the file)."""
     buffer = io.BytesIO()
     StandInPickler(buffer, protocol=protocol).dump(obj)
     return buffer.getvalue()

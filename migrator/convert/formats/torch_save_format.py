@@ -23,9 +23,17 @@ import uuid
 import zipfile
 import zlib
 from dataclasses import dataclass
-from typing import BinaryIO, Iterable
+from typing import BinaryIO, Callable, Iterable
 
-from migrator.convert.formats.safe_pickle import PersistentRef, dump_stand_ins, load_allowlisted, make_object, stand_in
+from migrator.convert.formats.safe_pickle import (
+    PersistentRef,
+    brief,
+    dump_stand_ins,
+    is_instance_of,
+    load_allowlisted,
+    make_object,
+    stand_in,
+)
 from migrator.errors import MigratorError
 
 ARCHIVE_PREFIX = "archive"
@@ -101,7 +109,7 @@ class ArchiveWriter:
         while a second thread computes the CRC from the same (cached) source bytes."""
         import threading
 
-        from migrator.convert.storage.fileops import copy_into, crc32_of_range
+        from migrator.convert.storage.fileops import compare_copy, copy_into, crc32_of_range
 
         encoded = f"{self._prefix}/{name}".encode("utf-8")
         self._out.flush()
@@ -120,8 +128,12 @@ class ArchiveWriter:
 
         thread = threading.Thread(target=checksum, daemon=True)
         thread.start()
+        dest = getattr(self._out, "path", None)
         try:
-            copy_into(src_fd, src_offset, self._out.fileno(), data_start, size, progress=progress, cancel=cancel)
+            copy_into(src_fd, src_offset, self._out.fileno(), data_start, size, progress=progress, cancel=cancel,
+                      dest=dest)
+            compare_copy(src_fd, src_offset, self._out.fileno(), data_start, size, source=None, dest=dest,
+                         cancel=cancel)
         finally:
             thread.join()
         if "error" in result:
@@ -138,7 +150,7 @@ class ArchiveWriter:
         length)`, `size` bytes in all), copied in the kernel while a second thread computes the CRC."""
         import threading
 
-        from migrator.convert.storage.fileops import BUFFER, check_cancel, copy_into
+        from migrator.convert.storage.fileops import BUFFER, check_cancel, compare_copy, copy_into
 
         if sum(length for _, _, length in ranges) != size:
             raise MigratorError(f"{name}: the ranges hold {sum(r[2] for r in ranges)} bytes for a record of {size}")
@@ -169,10 +181,14 @@ class ArchiveWriter:
 
         thread = threading.Thread(target=checksum, daemon=True)
         thread.start()
+        dest = getattr(self._out, "path", None)
         try:
             position = data_start
             for fd, offset, length in ranges:
-                copy_into(fd, offset, self._out.fileno(), position, length, progress=progress, cancel=cancel)
+                copy_into(fd, offset, self._out.fileno(), position, length, progress=progress, cancel=cancel,
+                          dest=dest)
+                compare_copy(fd, offset, self._out.fileno(), position, length, source=None, dest=dest,
+                             cancel=cancel)
                 position += length
         finally:
             thread.join()
@@ -356,41 +372,64 @@ class TensorLayout:
     data_length: int
 
 
-def _record_offsets(view: memoryview, what: str) -> dict[str, tuple[int, int]]:
-    """{record name without prefix: (data offset, length)} of a stored zip held in memory (nothing copied)."""
-    tail = bytes(view[max(0, len(view) - 65557):])
+Reader = Callable[[int, int], bytes]  # read(offset, length): bytes of an archive (fewer at its end)
+MAX_PICKLE_BYTES = 16 << 20  # a tensor's data.pkl is a few hundred bytes
+
+
+def _record_offsets(read: Reader, size: int, what: str) -> dict[str, tuple[int, int]]:
+    """{record name without prefix: (data offset, length)} of a stored zip of `size` bytes, read through `read`
+    (a few small reads: the end records, the central directory, each local header's name and extra lengths).
+    Every offset is checked to lie inside the archive."""
+    def exact(offset: int, length: int) -> bytes:
+        if offset < 0 or length < 0 or offset + length > size:
+            raise MigratorError(f"{what}: torch.save archive refers to bytes {offset}..{offset + length} beyond its "
+                                f"{size} bytes")
+        data = read(offset, length)
+        if len(data) != length:
+            raise MigratorError(f"{what}: truncated torch.save archive")
+        return data
+
+    tail_start = max(0, size - 65557)
+    tail = exact(tail_start, size - tail_start)
     end = tail.rfind(b"PK\x05\x06")
-    if end < 0:
+    if end < 0 or end + _END.size > len(tail):
         raise MigratorError(f"{what}: not a torch.save archive (no zip end record)")
-    end += max(0, len(view) - 65557)
-    _, _, _, _, count, directory_size, directory_offset, _ = _END.unpack_from(view, end)
+    _, _, _, _, count, directory_size, directory_offset, _ = _END.unpack_from(tail, end)
+    end += tail_start
     if directory_offset == _U32 or count == 0xFFFF:
         locator = end - _ZIP64_LOCATOR.size
-        _, _, zip64_end, _ = _ZIP64_LOCATOR.unpack_from(view, locator)
-        _, _, _, _, _, _, _, count, directory_size, directory_offset = _ZIP64_END.unpack_from(view, zip64_end)
+        _, _, zip64_end, _ = _ZIP64_LOCATOR.unpack(exact(locator, _ZIP64_LOCATOR.size))
+        _, _, _, _, _, _, _, count, directory_size, directory_offset = _ZIP64_END.unpack(
+            exact(zip64_end, _ZIP64_END.size))
+    directory = exact(directory_offset, directory_size)
     records: dict[str, tuple[int, int]] = {}
-    position = directory_offset
+    position = 0
     for _ in range(count):
-        (signature, _, _, _, method, _, _, _, compressed, size, name_length, extra_length, comment_length, _, _, _,
-         header_offset) = _CENTRAL_HEADER.unpack_from(view, position)
+        if position + _CENTRAL_HEADER.size > len(directory):
+            raise MigratorError(f"{what}: truncated zip directory in a torch.save archive")
+        (signature, _, _, _, method, _, _, _, compressed, record_size, name_length, extra_length, comment_length, _,
+         _, _, header_offset) = _CENTRAL_HEADER.unpack_from(directory, position)
         if signature != 0x02014B50 or method != 0:
             raise MigratorError(f"{what}: not a stored (uncompressed) torch.save archive")
         start = position + _CENTRAL_HEADER.size
-        name = bytes(view[start:start + name_length]).decode("utf-8")
-        extra = bytes(view[start + name_length:start + name_length + extra_length])
-        values = [v for v in (size, compressed, header_offset)]
+        name = directory[start:start + name_length].decode("utf-8", errors="replace")
+        extra = directory[start + name_length:start + name_length + extra_length]
+        values = [v for v in (record_size, compressed, header_offset)]
         i = 0
         while i + 4 <= len(extra):  # zip64 extended information: the fields that overflowed, in this order
             tag, length = struct.unpack_from("<HH", extra, i)
             if tag == 1:
-                wide = list(struct.unpack_from("<" + "Q" * (length // 8), extra, i + 4))
+                wide = list(struct.unpack_from("<" + "Q" * (min(length, len(extra) - i - 4) // 8), extra, i + 4))
                 for index in range(3):
                     if values[index] == _U32 and wide:
                         values[index] = wide.pop(0)
             i += 4 + length
-        size, _, header_offset = values
-        local_name, local_extra = struct.unpack_from("<HH", view, header_offset + 26)
-        records[name.split("/", 1)[-1]] = (header_offset + _LOCAL_HEADER.size + local_name + local_extra, size)
+        record_size, _, header_offset = values
+        local_name, local_extra = struct.unpack("<HH", exact(header_offset + 26, 4))
+        data_offset = header_offset + _LOCAL_HEADER.size + local_name + local_extra
+        if data_offset + record_size > size:
+            raise MigratorError(f"{what}: record {name!r} of a torch.save archive ends past the archive's end")
+        records[name.split("/", 1)[-1]] = (data_offset, record_size)
         position = start + name_length + extra_length + comment_length
     return records
 
@@ -398,23 +437,53 @@ def _record_offsets(view: memoryview, what: str) -> dict[str, tuple[int, int]]:
 def tensor_layout(data: bytes | bytearray | memoryview, what: str) -> TensorLayout:
     """Read a `torch.save(tensor)` archive's layout (allowlisted unpickling of data.pkl; torch is not needed)."""
     view = memoryview(data).cast("B")
-    records = _record_offsets(view, what)
+    return tensor_layout_at(lambda offset, length: bytes(view[offset:offset + length]), len(view), what)
+
+
+def tensor_layout_at(read: Reader, size: int, what: str) -> TensorLayout:
+    """`tensor_layout` of an archive of `size` bytes read through `read(offset, length)` (a few small reads, so
+    that an index can be checked against its data files without reading the data). Anything malformed is one
+    MigratorError naming `what`."""
+    try:
+        return _tensor_layout(read, size, what)
+    except (struct.error, ValueError, TypeError, IndexError, KeyError, OverflowError) as error:
+        raise MigratorError(f"{what}: malformed torch.save archive ({type(error).__name__})") from None
+
+
+def _tensor_layout(read: Reader, size: int, what: str) -> TensorLayout:
+    records = _record_offsets(read, size, what)
     if "data.pkl" not in records:
         raise MigratorError(f"{what}: torch.save archive without data.pkl")
     start, length = records["data.pkl"]
-    obj = load_allowlisted(bytes(view[start:start + length]), OBJECT_GLOBALS, what, persistent=True)
+    if length > MAX_PICKLE_BYTES:
+        raise MigratorError(f"{what}: data.pkl of {length} bytes (a tensor's is a few hundred)")
+    obj = load_allowlisted(read(start, length), OBJECT_GLOBALS, what, persistent=True)
     args = getattr(obj, "args", ())
-    if not (getattr(obj, "pickle_name", "") == "_rebuild_tensor_v2" and len(args) >= 4
+    if not (getattr(obj, "pickle_name", "") == "_rebuild_tensor_v2" and isinstance(args, tuple) and len(args) >= 4
             and isinstance(args[0], PersistentRef)):
         raise MigratorError(f"{what}: does not hold a plain tensor")
     pid = args[0].pid
     storage_types = {v: k for k, v in STORAGE_TYPES.items()}
-    storage_class = getattr(pid[1], "pickle_name", None) if len(pid) == 5 else None
-    if pid[0] != "storage" or storage_class not in storage_types or f"data/{pid[2]}" not in records:
-        raise MigratorError(f"{what}: unexpected tensor storage reference {pid!r}")
+    storage_class = getattr(pid[1], "pickle_name", None) if isinstance(pid, tuple) and len(pid) == 5 else None
+    if storage_class not in storage_types or pid[0] != "storage" or not isinstance(pid[2], str) \
+            or f"data/{pid[2]}" not in records:
+        raise MigratorError(f"{what}: unexpected tensor storage reference {brief(pid)}")
     data_offset, data_length = records[f"data/{pid[2]}"]
-    return TensorLayout(storage_types[storage_class], tuple(args[2]), tuple(args[3]), int(args[1]), int(pid[4]),
-                        data_offset, data_length)
+    shape, stride, offset, numel = args[2], args[3], args[1], pid[4]
+    if is_instance_of(shape, "torch", "Size") and len(shape.args) == 1:
+        shape = shape.args[0]
+    if not (isinstance(shape, tuple) and isinstance(stride, tuple) and len(shape) == len(stride) <= 64
+            and all(_natural(n) for n in (*shape, *stride, offset, numel))):
+        raise MigratorError(f"{what}: tensor with size {brief(shape, 60)}, stride {brief(stride, 60)}, offset "
+                            f"{brief(offset, 20)}")
+    if shape and all(shape) and offset + sum((n - 1) * s for n, s in zip(shape, stride)) >= numel:
+        raise MigratorError(f"{what}: tensor of size {list(shape)} reaches past its storage of {numel} elements")
+    return TensorLayout(storage_types[storage_class], tuple(shape), tuple(stride), offset, numel, data_offset,
+                        data_length)
+
+
+def _natural(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 62
 
 
 def write_scalar_tensors(out: BinaryIO, values: dict[str, tuple[str, bytes]]) -> int:

@@ -8,12 +8,12 @@ items.
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from migrator.convert.formats.json_data import json_object
 from migrator.errors import MigratorError
 
 _ATTR = re.compile(r"^Attr\(name='([^']+)'\)$")
@@ -36,12 +36,6 @@ def find_io_json(model_id: str) -> Path | None:
     return None
 
 
-def _pyref_name(node: Any) -> str | None:
-    if isinstance(node, dict) and node.get("type") == "pyref":
-        return f"{node['module']}.{node['name']}"
-    return None
-
-
 def _value(node: Any, objects: dict[str, Any]) -> Any:
     """A plain value for a config argument; nested objects (other Buildables) are returned as their class path."""
     if isinstance(node, dict):
@@ -51,16 +45,14 @@ def _value(node: Any, objects: dict[str, Any]) -> Any:
         if kind == "pyref":
             return _pyref_name(node)
         if kind == "ref":
-            target = objects.get(node.get("key"), {})
-            return {"<object>": _pyref_name(target.get("type")) or node.get("key")}
+            key = node.get("key") if isinstance(node.get("key"), str) else None
+            target = objects.get(key, {}) if key is not None else {}
+            return {"<object>": _pyref_name(target.get("type")) or key}
     return node
 
 
 def _fn_or_cls(obj: dict[str, Any], objects: dict[str, Any], where: str) -> str:
-    meta = obj.get("metadata")
-    if isinstance(meta, dict) and meta.get("type") == "ref":
-        meta = objects.get(meta.get("key"))
-    for name, value in (meta or {}).get("items", []):
+    for name, value in _meta(obj, objects).get("items", []):
         if name == "Attr(name='fn_or_cls')":
             found = _pyref_name(value)
             if found:
@@ -68,13 +60,49 @@ def _fn_or_cls(obj: dict[str, Any], objects: dict[str, Any], where: str) -> str:
     raise MigratorError(f"{where}: no class recorded for this object (not a fiddle Config)")
 
 
-def read_reference_model(io_json: Path) -> ReferenceModel:
+MAX_IO_JSON_BYTES = 64 << 20  # a real io.json is tens of kilobytes
+
+
+def load_io_json(io_json: Path) -> dict[str, dict[str, Any]]:
+    """The `objects` of a fiddle io.json, each checked to be a JSON object (its `paths` a list, its `items` a list of
+    [name, value] pairs) so that readers can walk them without tripping on another type."""
     try:
-        data = json.loads(io_json.read_text(encoding="utf-8"))
-        objects: dict[str, Any] = data["objects"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise MigratorError(f"{io_json}: not a NeMo 2.0 io.json ({type(e).__name__}: {e})") from None
-    model_key = next((k for k, o in objects.items() if "<root>.model" in (o.get("paths") or [])), None)
+        data = json_object(io_json.read_bytes(), str(io_json), MAX_IO_JSON_BYTES)
+    except OSError as error:
+        raise MigratorError(f"{io_json}: cannot read ({error.strerror})") from None
+    objects = data.get("objects")
+    if not isinstance(objects, dict):
+        raise MigratorError(f"{io_json}: not a NeMo 2.0 io.json (no `objects` mapping)")
+    for key, obj in objects.items():
+        ok = isinstance(obj, dict) and isinstance(obj.get("paths", []), list) and all(
+            isinstance(obj.get(part, []), list) and all(isinstance(item, list) and len(item) == 2 and isinstance(
+                item[0], str) for item in obj.get(part, [])) for part in ("items",))
+        meta = obj.get("metadata") if isinstance(obj, dict) else None
+        ok = ok and (meta is None or isinstance(meta, dict) and isinstance(meta.get("items", []), list) and all(
+            isinstance(item, list) and len(item) == 2 and isinstance(item[0], str) for item in meta.get("items", [])))
+        if not ok:
+            raise MigratorError(f"{io_json}: object {key[:80]!r} is not a fiddle object (a mapping with `items` "
+                                "[name, value] pairs)")
+    return objects
+
+
+def _pyref_name(node: Any) -> str | None:
+    if isinstance(node, dict) and node.get("type") == "pyref" and isinstance(node.get("module"), str) \
+            and isinstance(node.get("name"), str):
+        return f"{node['module']}.{node['name']}"
+    return None
+
+
+def _meta(obj: dict[str, Any], objects: dict[str, Any]) -> dict[str, Any]:
+    meta = obj.get("metadata")
+    if isinstance(meta, dict) and meta.get("type") == "ref":
+        meta = objects.get(meta.get("key")) if isinstance(meta.get("key"), str) else None
+    return meta if isinstance(meta, dict) else {}
+
+
+def read_reference_model(io_json: Path) -> ReferenceModel:
+    objects = load_io_json(io_json)
+    model_key = next((k for k, o in objects.items() if "<root>.model" in o.get("paths", [])), None)
     if model_key is None:
         raise MigratorError(f"{io_json}: no object at <root>.model (not a NeMo 2.0 TrainerContext)")
     model = objects[model_key]
@@ -83,7 +111,7 @@ def read_reference_model(io_json: Path) -> ReferenceModel:
     for name, value in model.get("items", []):
         if name == "Attr(name='config')" and isinstance(value, dict) and value.get("type") == "ref":
             config_key = value.get("key")
-    if config_key is None or config_key not in objects:
+    if not isinstance(config_key, str) or config_key not in objects:
         raise MigratorError(f"{io_json}: <root>.model has no config argument")
     config = objects[config_key]
     config_class = _fn_or_cls(config, objects, f"{io_json}: <root>.model.config")

@@ -13,17 +13,17 @@ files.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from migrator.convert.formats.safe_pickle import brief
 from migrator.convert.storage.fileops import FileSlice, copy_file, link_or_copy
 from migrator.convert.read.model_config import load_model_config
-from migrator.convert.read.source import Source
+from migrator.convert.read.source import MAX_INDEX_BYTES, Source, normalize_member_name
 from migrator.convert.model.spec import TokenizerSpec
-from migrator.convert.read.torch_dist import parse_dcp_metadata
+from migrator.convert.read.torch_dist import check_chunk_headers, parse_dcp_metadata
 from migrator.errors import MigratorError
 
 WEIGHTS = "weights"
@@ -57,14 +57,50 @@ def _plain(value: Any) -> Any:
     return value
 
 
+# The config fields the architecture checks read (model/shapes.py), and those of them that must not be null. Their
+# types and ranges are megatron-core's (model/nemo1_values.MCORE_FIELDS, which the Bridge spec checks again): a
+# context/ that lacks one (after the class's preset fills in what model.yaml leaves out) is refused here, in one
+# line naming the file and the field, before the checks compute with them.
+GPT_FIELDS = ("hidden_size", "num_layers", "num_attention_heads", "ffn_hidden_size", "seq_length", "num_query_groups",
+              "kv_channels", "gated_linear_unit", "add_bias_linear", "add_qkv_bias", "qk_layernorm",
+              "share_embeddings_and_output_weights", "normalization", "position_embedding_type")
+MAMBA_FIELDS = ("hidden_size", "hybrid_override_pattern", "share_embeddings_and_output_weights")
+_NULLABLE = {"num_query_groups", "kv_channels"}
+
+
+def check_context_values(context: Nemo2Context, where: str) -> None:
+    """Every field the architecture checks read is present (not null where they compute with it), and every value
+    megatron-core has a rule for follows it."""
+    from migrator.convert.model.nemo1_values import check_mcore_values
+
+    for name in MAMBA_FIELDS if context.model_class.endswith(".MambaModel") else GPT_FIELDS:
+        if name not in context.values:
+            raise MigratorError(f"{where}: config field {name} is missing (and {context.config_class} has no preset "
+                                "in rules/nemo2_models.yaml that gives it)")
+        if context.values[name] is None and name not in _NULLABLE:
+            raise MigratorError(f"{where}: config field {name} is null")
+    check_mcore_values(context.values, where)
+
+
 def _read_model_yaml(path: Path) -> Nemo2Context:
-    data = load_model_config(path.read_bytes(), str(path))
+    """context/model.yaml as data. NeMo's lists every field of the config; ours (write/nemo2.py) lists the values
+    taken from NeMo 1.0, and NeMo builds the class from io.json, so the class's defaults apply to the rest: fields
+    model.yaml leaves out come from the config class's preset in rules/nemo2_models.yaml, when there is one."""
+    from migrator.convert.model.models import load_model_table
+
+    try:
+        text = path.read_bytes()
+    except OSError as error:
+        raise MigratorError(f"{path}: cannot read ({error.strerror})") from None
+    data = load_model_config(text, str(path))
     config = data.get("config")
     if not isinstance(config, dict) or "_target_" not in data or "_target_" not in config:
         raise MigratorError(f"{path}: no model `_target_` with a `config:` (not a NeMo 2.0 context/model.yaml)")
-    values = {k: _plain(v) for k, v in config.items() if k != "_target_"}
+    config_class = str(config["_target_"])
+    preset = load_model_table().preset(config_class) or {}
+    values = {**preset, **{k: _plain(v) for k, v in config.items() if k != "_target_"}}
     tokenizer = data.get("tokenizer")
-    return Nemo2Context(model_class=str(data["_target_"]), config_class=str(config["_target_"]), values=values,
+    return Nemo2Context(model_class=str(data["_target_"]), config_class=config_class, values=values,
                         origin=f"{CONTEXT}/model.yaml", tokenizer=tokenizer if isinstance(tokenizer, dict) else None)
 
 
@@ -87,18 +123,16 @@ def _io_json_tokenizer(path: Path) -> dict[str, Any] | None:
     """The `<root>.model.tokenizer` object of io.json: its class and explicit leaf arguments."""
     import re
 
-    data = json.loads(path.read_text(encoding="utf-8"))
-    objects = data.get("objects", {})
+    from migrator.convert.read.nemo2_context import _meta, _pyref_name, load_io_json
+
+    objects = load_io_json(path)
     for obj in objects.values():
-        if "<root>.model.tokenizer" not in (obj.get("paths") or []):
+        if "<root>.model.tokenizer" not in obj.get("paths", []):
             continue
-        meta = obj.get("metadata")
-        if isinstance(meta, dict) and meta.get("type") == "ref":
-            meta = objects.get(meta.get("key"), {})
         target = None
-        for name, value in (meta or {}).get("items", []):
-            if name == "Attr(name='fn_or_cls')" and isinstance(value, dict) and value.get("type") == "pyref":
-                target = f"{value['module']}.{value['name']}"
+        for name, value in _meta(obj, objects).get("items", []):
+            if name == "Attr(name='fn_or_cls')":
+                target = _pyref_name(value) or target
         out: dict[str, Any] = {"_target_": target}
         for name, value in obj.get("items", []):
             m = re.match(r"^Attr\(name='([^']+)'\)$", name)
@@ -111,8 +145,11 @@ def _io_json_tokenizer(path: Path) -> dict[str, Any] | None:
 def read_context(root: Path) -> Nemo2Context:
     model_yaml = root / CONTEXT / "model.yaml"
     if model_yaml.is_file():
-        return _read_model_yaml(model_yaml)
-    return _read_io_json(root / CONTEXT / "io.json")
+        context = _read_model_yaml(model_yaml)
+    else:
+        context = _read_io_json(root / CONTEXT / "io.json")
+    check_context_values(context, f"{root}: {context.origin}")  # named as the Bridge spec names it
+    return context
 
 
 def context_tokenizer(root: Path, tokenizer: dict[str, Any] | None) -> TokenizerSpec:
@@ -125,11 +162,18 @@ def context_tokenizer(root: Path, tokenizer: dict[str, Any] | None) -> Tokenizer
     target = tokenizer.get("_target_")
 
     def file_in_context(value: Any, what: str) -> Path:
-        name = str(value or "")
-        path = (context / name).resolve()
-        if not name or os.path.isabs(name) or ".." in Path(name).parts or not path.exists():
-            raise MigratorError(f"{context}: tokenizer {what} {name!r} is not a file in {CONTEXT}/; pass "
+        name = value if isinstance(value, str) else ""
+        refused = MigratorError(f"{context}: tokenizer {what} {brief(value, 80)} is not a file in {CONTEXT}/; pass "
                                 "--tokenizer_path")
+        if not name or "\0" in name or os.path.isabs(name) or ".." in Path(name).parts:
+            raise refused
+        try:  # inside context/ after links are followed too: a link in context/ must not lead elsewhere
+            path = (context / name).resolve()
+            path.relative_to(context.resolve())
+            if not path.exists():
+                raise refused
+        except (OSError, ValueError, RuntimeError):
+            raise refused from None
         return path
 
     if target == _NEMO_SP:
@@ -174,7 +218,9 @@ class Nemo2DirSource(Source):
             for dirpath, _, filenames in os.walk(folder):
                 for filename in filenames:
                     full = Path(dirpath) / filename
-                    self.members[full.relative_to(path).as_posix()] = full.stat().st_size
+                    name = full.relative_to(path).as_posix()
+                    normalize_member_name(name, str(path))  # refuses control characters
+                    self.members[name] = full.stat().st_size
         self.context = read_context(path)
         self.model_config = {}  # no NeMo 1.0 model_config.yaml; the architecture is `self.context`
         self.model_config_origin = self.context.origin
@@ -182,18 +228,15 @@ class Nemo2DirSource(Source):
 
     def _index(self) -> None:
         marker = f"{WEIGHTS}/metadata.json"
-        try:
-            backend = json.loads(self.read_member(marker))
-        except ValueError as error:
-            raise MigratorError(f"{self.describe(marker)}: not valid JSON ({error})") from None
-        self.backend = backend.get("sharded_backend") if isinstance(backend, dict) else None
+        self.backend = self.read_backend_marker(marker)
         if self.backend != "torch_dist":
             raise MigratorError(f"{self.describe(marker)}: sharded_backend {self.backend!r}; a NeMo 2.0 checkpoint "
                                 "directory is read when it is torch_dist")
         index_name = f"{WEIGHTS}/.metadata"
         if index_name not in self.members:
             raise MigratorError(f"{self.describe(index_name)}: missing (a torch_dist checkpoint needs its index)")
-        index = parse_dcp_metadata(self.read_member(index_name), self.describe(index_name), WEIGHTS)
+        index = parse_dcp_metadata(self.read_small_member(index_name, MAX_INDEX_BYTES), self.describe(index_name),
+                                   WEIGHTS)
         dropped: dict[str, int] = {}
         for key in list(index.tensors):
             if not key.startswith(MODEL_PREFIX):
@@ -213,6 +256,7 @@ class Nemo2DirSource(Source):
                 self._check_range(chunk.member, chunk.byte_offset + chunk.byte_length, key)
         for key, obj in index.objects.items():
             self._check_range(obj.member, obj.byte_offset + obj.byte_length, key)
+        check_chunk_headers(index.chunks, self.open_member, self.describe)
         if not index.tensors:
             raise MigratorError(f"{self.describe(index_name)}: no `{MODEL_PREFIX}` tensors (not a NeMo 2.0 model "
                                 "checkpoint)")
@@ -225,8 +269,6 @@ class Nemo2DirSource(Source):
                  "the output holds the model only")
 
     def file(self, name: str) -> Path:
-        from migrator.convert.read.source import normalize_member_name
-
         safe = normalize_member_name(name, str(self.path))
         if safe is None or not safe.startswith((WEIGHTS + "/", CONTEXT + "/")):
             raise MigratorError(f"{self.path}: {name} is not part of a NeMo 2.0 checkpoint")

@@ -17,7 +17,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable, Iterator
 
-from migrator.convert.formats.safe_pickle import PersistentRef, PickledObject, make_object, stand_in
+from migrator.convert.formats.safe_pickle import PersistentRef, PickledObject, brief, is_instance_of, make_object, stand_in
 from migrator.convert.formats.torch_save_format import (
     _CENTRAL_HEADER, _END, _LOCAL_HEADER, _U32, _ZIP64_END, _ZIP64_LOCATOR, OBJECT_GLOBALS, STORAGE_TYPES,
     contiguous_strides,
@@ -171,18 +171,37 @@ def zip_records(stream: BinaryIO, size: int, what: str) -> dict[str, tuple[int, 
     return records
 
 
-def _storage_refs(value: Any) -> Iterator[PersistentRef]:
-    if isinstance(value, PersistentRef):
-        yield value
-    elif isinstance(value, PickledObject):
-        for item in (*value.args, value.state):
-            yield from _storage_refs(item)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _storage_refs(item)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            yield from _storage_refs(item)
+def _storage_refs(value: Any, what: str) -> Iterator[PersistentRef]:
+    """The storage references inside an object's value, walked without recursion and bounded: at most MAX_DEPTH
+    levels (the value is pickled again later, recursively) and MAX_WALK values (shared references walked once)."""
+    pending, seen, walked = [(value, 0)], set(), 0
+    while pending:
+        item, depth = pending.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        walked += 1
+        if walked > MAX_WALK or depth > MAX_DEPTH:
+            raise MigratorError(f"{what}: an _extra_state of more than {MAX_WALK} values or {MAX_DEPTH} levels")
+        if isinstance(item, PersistentRef):
+            pid = item.pid
+            if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[2], str)):
+                raise MigratorError(f"{what}: unexpected storage reference {brief(pid)}")
+            yield item
+        elif isinstance(item, PickledObject):
+            pending.extend((child, depth + 1) for child in (*item.args, item.state))
+        elif isinstance(item, dict):
+            pending.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, (list, tuple)):
+            pending.extend((child, depth + 1) for child in item)
+
+
+MAX_WALK = 1_000_000
+MAX_DEPTH = 100
+
+
+def _natural(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 48
 
 
 def _tensor_ref(member: str, key: str, value: PickledObject, records: dict[str, tuple[int, int]],
@@ -197,9 +216,15 @@ def _tensor_ref(member: str, key: str, value: PickledObject, records: dict[str, 
     pid = args[0].pid
     storage_class = getattr(pid[1], "pickle_name", None) if isinstance(pid, tuple) and len(pid) == 5 else None
     if pid[0] != "storage" or storage_class not in _STORAGE_DTYPES or f"data/{pid[2]}" not in records:
-        raise MigratorError(f"{what}: {key} has an unexpected storage reference {pid!r}")
+        raise MigratorError(f"{what}: {key} has an unexpected storage reference {brief(pid)}")
     dtype = _STORAGE_DTYPES[storage_class]
-    storage_offset, shape, stride = int(args[1]), tuple(int(s) for s in args[2]), tuple(int(s) for s in args[3])
+    storage_offset, shape, stride = args[1], args[2], args[3]
+    if is_instance_of(shape, "torch", "Size") and len(shape.args) == 1:
+        shape = shape.args[0]
+    if not (isinstance(shape, tuple) and isinstance(stride, tuple) and len(shape) == len(stride) <= 64
+            and all(_natural(n) for n in (storage_offset, *shape, *stride))):
+        raise MigratorError(f"{what}: {key} has size {brief(shape, 60)}, stride {brief(stride, 60)}, offset "
+                            f"{brief(storage_offset, 20)}")
     numel = 1
     for d in shape:
         numel *= d
@@ -216,7 +241,16 @@ def _tensor_ref(member: str, key: str, value: PickledObject, records: dict[str, 
 
 
 def index_rank_file(member: str, stream: BinaryIO, size: int, what: str, tp: int = 0, pp: int = 0) -> RankFile:
-    """Index one rank file: every state entry as a TensorRef (bytes of the member) or an ObjectRef."""
+    """Index one rank file: every state entry as a TensorRef (bytes of the member) or an ObjectRef. Whatever the
+    file holds, the outcome is a RankFile or one MigratorError naming it."""
+    try:
+        return _index_rank_file(member, stream, size, what, tp, pp)
+    except (struct.error, UnicodeDecodeError, ValueError, TypeError, IndexError, KeyError, OverflowError,
+            RecursionError) as error:
+        raise MigratorError(f"{what}: malformed torch.save file ({type(error).__name__})") from None
+
+
+def _index_rank_file(member: str, stream: BinaryIO, size: int, what: str, tp: int, pp: int) -> RankFile:
     records = zip_records(stream, size, what)
     if "data.pkl" not in records:
         raise MigratorError(f"{what}: torch.save archive without data.pkl")
@@ -233,8 +267,8 @@ def index_rank_file(member: str, stream: BinaryIO, size: int, what: str, tp: int
         raise MigratorError(f"{what}: holds {type(state).__name__}, not a state_dict")
     entries: dict[str, TensorRef | ObjectRef] = {}
     for key, value in state.items():
-        if not isinstance(key, str):
-            raise MigratorError(f"{what}: state_dict key {key!r} is not a string")
+        if not isinstance(key, str) or not key.isprintable():
+            raise MigratorError(f"{what}: state_dict key {brief(key, 80)} is not a printable string")
         if isinstance(value, PickledObject) and value.pickle_name in ("_rebuild_tensor_v2", "_rebuild_parameter") \
                 and not key.endswith("_extra_state"):
             entries[key] = _tensor_ref(member, key, value, records, what)
@@ -242,7 +276,7 @@ def index_rank_file(member: str, stream: BinaryIO, size: int, what: str, tp: int
         if not key.endswith("_extra_state"):
             raise MigratorError(f"{what}: {key} holds {type(value).__name__}, not a tensor")
         storages = {}
-        for ref in _storage_refs(value):
+        for ref in _storage_refs(value, f"{what}: {key}"):
             name = f"data/{ref.pid[2]}"
             if name not in records:
                 raise MigratorError(f"{what}: {key} refers to a missing storage record {ref.pid[2]!r}")

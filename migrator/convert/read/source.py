@@ -13,7 +13,6 @@ duplicate names. Every problem is a one-line MigratorError naming the file, memb
 from __future__ import annotations
 
 import contextlib
-import json
 import lzma
 import os
 import tarfile
@@ -22,12 +21,15 @@ from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator
 
 from migrator.convert.formats.chunks import StoredChunk, StoredObject
+from migrator.convert.formats.json_data import MAX_JSON_BYTES, json_object
+from migrator.convert.formats.safe_pickle import brief
 from migrator.convert.formats.types import TensorInfo
 from migrator.convert.read.model_config import load_model_config
 from migrator.convert.read.nonsharded import NonShardedIndex, is_nonsharded_member, open_rank_files
-from migrator.convert.read.torch_dist import DcpIndex, parse_dcp_metadata
+from migrator.convert.read.torch_dist import DcpIndex, check_chunk_headers, parse_dcp_metadata
 from migrator.convert.read.zarr import ZarrArray, build_zarr_index, is_zarr_chunk_member, parse_zarray
-from migrator.convert.storage.fileops import FileSlice, copy_file, copy_range, copy_stream, link_or_copy
+from migrator.convert.storage.fileops import (FileSlice, copy_file, copy_range, copy_stream, link_or_copy,
+                                              pread_exactly)
 from migrator.errors import MigratorError
 
 WEIGHTS_DIR = "model_weights"
@@ -35,6 +37,7 @@ CONFIG_MEMBER = "model_config.yaml"
 BACKEND_FILE = f"{WEIGHTS_DIR}/metadata.json"
 DCP_INDEX = f"{WEIGHTS_DIR}/.metadata"
 SMALL_MEMBER_LIMIT = 256 << 20  # a compressed tar's non-data members up to this size are kept in memory
+MAX_INDEX_BYTES = 256 << 20  # a torch_dist `.metadata` (a real one: about 300 bytes per chunk) is read whole
 _DECOMPRESSION_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError, lzma.LZMAError)
 
 
@@ -71,6 +74,8 @@ def is_data_member(name: str) -> bool:
 def normalize_member_name(raw: str, archive: str) -> str | None:
     """The member's name relative to the archive root, or None for the root itself; refuses unsafe names."""
     name = raw
+    if not name.isprintable():  # a newline in a name would split the one-line messages that name it
+        raise MigratorError(f"{archive}: member {name!r} has control characters in its name; refusing to read it")
     if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
         raise MigratorError(f"{archive}: member {raw!r} has an absolute name; refusing to read the archive")
     parts = [p for p in name.split("/") if p not in ("", ".")]
@@ -145,6 +150,21 @@ class Source:
         """How errors name a member: "<input>: <member>" (a folder's members are files under it)."""
         return f"{self.path}: {name}"
 
+    def read_small_member(self, name: str, limit: int) -> bytes:
+        """`read_member` for a file read whole into memory (an index, a JSON file): refused beyond `limit` bytes."""
+        size = self.members.get(name)
+        if size is not None and size > limit:
+            raise MigratorError(f"{self.describe(name)}: {size} bytes, more than the {limit} this file may have")
+        return self.read_member(name)
+
+    def read_backend_marker(self, name: str) -> str | None:
+        """The `sharded_backend` of a dist-ckpt `metadata.json` (None when it names none)."""
+        marker = json_object(self.read_small_member(name, MAX_JSON_BYTES), self.describe(name))
+        backend = marker.get("sharded_backend")
+        if backend is not None and not isinstance(backend, str):
+            raise MigratorError(f"{self.describe(name)}: sharded_backend {brief(backend, 60)} is not a string")
+        return backend
+
     def _load_config(self, model_config_path: Path | None) -> None:
         if model_config_path is not None:
             from migrator.inputs import read_regular
@@ -165,11 +185,7 @@ class Source:
                 return
             raise MigratorError(f"{self.describe(BACKEND_FILE)}: missing (no distributed checkpoint in "
                                 f"{WEIGHTS_DIR}/)")
-        try:
-            backend = json.loads(self.read_member(BACKEND_FILE))
-        except ValueError as error:
-            raise MigratorError(f"{self.describe(BACKEND_FILE)}: not valid JSON ({error})") from None
-        self.backend = backend.get("sharded_backend") if isinstance(backend, dict) else None
+        self.backend = self.read_backend_marker(BACKEND_FILE)
         if self.backend == "torch_dist":
             self._index_torch_dist()
         elif self.backend == "zarr":
@@ -181,12 +197,15 @@ class Source:
     def _index_torch_dist(self) -> None:
         if not self.has_member(DCP_INDEX):
             raise MigratorError(f"{self.describe(DCP_INDEX)}: missing (a torch_dist checkpoint needs its index)")
-        index = parse_dcp_metadata(self.read_member(DCP_INDEX), self.describe(DCP_INDEX), WEIGHTS_DIR)
+        index = parse_dcp_metadata(self.read_small_member(DCP_INDEX, MAX_INDEX_BYTES), self.describe(DCP_INDEX),
+                                   WEIGHTS_DIR)
         for key, chunks in index.chunks.items():
             for chunk in chunks:
                 self._check_range(chunk.member, chunk.byte_offset + chunk.byte_length, key)
         for key, obj in index.objects.items():
             self._check_range(obj.member, obj.byte_offset + obj.byte_length, key)
+        if self.random_access:
+            check_chunk_headers(index.chunks, self.open_member, self.describe)
         self.dcp_index = index
         self.tensors, self.chunks, self.objects = index.tensors, index.chunks, index.objects
 
@@ -228,7 +247,7 @@ class Source:
         for name in self.members:
             if name.startswith(prefix) and name.endswith("/.zarray") and name.count("/") == 2:
                 key = name[len(prefix):-len("/.zarray")]
-                arrays[key] = parse_zarray(self.read_member(name), key, self.describe(name))
+                arrays[key] = parse_zarray(self.read_small_member(name, MAX_JSON_BYTES), key, self.describe(name))
         index = build_zarr_index(arrays, self.members, WEIGHTS_DIR)
         self.tensors, self.chunks, self.objects = index.tensors, index.chunks, index.objects
 
@@ -280,10 +299,12 @@ class TarSource(Source):
 
     def read_member(self, name: str) -> bytes:
         offset, size = self._range(name)
-        data = os.pread(self._fd, size, offset)
-        if len(data) != size:
-            raise MigratorError(f"{self.describe(name)}: truncated archive")
-        return data
+        try:
+            return pread_exactly(self._fd, size, offset, self.path)
+        except EOFError:
+            raise MigratorError(f"{self.describe(name)}: truncated archive") from None
+        except OSError as error:
+            raise MigratorError(f"{self.describe(name)}: cannot read ({error.strerror or error})") from None
 
     def open_member(self, name: str) -> BinaryIO:
         offset, size = self._range(name)
@@ -292,7 +313,7 @@ class TarSource(Source):
     def copy_member(self, name: str, dest: Path, *, link: bool = False, progress=None, cancel=None) -> str:
         offset, size = self._range(name)
         try:
-            copy_range(self._fd, offset, size, dest, progress=progress, cancel=cancel)
+            copy_range(self._fd, offset, size, dest, progress=progress, cancel=cancel, source=self.describe(name))
         except EOFError:
             raise MigratorError(f"{self.describe(name)}: truncated archive") from None
         return "copy"
@@ -371,7 +392,11 @@ class CompressedTarSource(Source):
                     if name in wanted and info.isfile():
                         stream = archive.extractfile(info)
                         assert stream is not None
-                        yield name, stream  # type: ignore[misc]
+                        chunks = self._torch_chunks().get(name)
+                        watched = _HeaderWatch(stream, chunks) if chunks else None
+                        yield name, watched or stream  # type: ignore[misc]
+                        if watched is not None:  # the consumer is done with it (e.g. copied it into the output)
+                            watched.check(self.describe(name))
                         wanted.discard(name)
                         if not wanted:
                             return
@@ -379,6 +404,16 @@ class CompressedTarSource(Source):
             raise MigratorError(f"{self.describe(name)}: unreadable compressed archive ({error})") from None
         if wanted:
             raise MigratorError(f"{self.path}: members {sorted(wanted)[:3]} vanished on the second pass")
+
+    def _torch_chunks(self) -> dict[str, list[StoredChunk]]:
+        """torch_dist chunks by member: their headers are checked as a stream passes (see _HeaderWatch)."""
+        if not hasattr(self, "_chunks_by_member"):
+            self._chunks_by_member: dict[str, list[StoredChunk]] = {}
+            for key_chunks in self.chunks.values():
+                for chunk in key_chunks:
+                    if chunk.encoding == "torch_save":
+                        self._chunks_by_member.setdefault(chunk.member, []).append(chunk)
+        return self._chunks_by_member
 
     def _prepare_random_access(self, members: list[str]) -> None:
         """Spill the members (non-distributed rank files, whose tensors a merge reads in a different order than
@@ -426,6 +461,75 @@ class CompressedTarSource(Source):
         return "copy"
 
 
+class _HeaderWatch:
+    """A compressed archive's data member as its consumer reads it, keeping the first and last bytes of each chunk's
+    `torch.save` blob (where its zip records and data.pkl are), so that once the member is read the chunk headers
+    can be checked against the index: a random-access source checks them when it is opened (`check_chunk_headers`);
+    a stream can only be checked as it passes, before the index is written."""
+
+    HEAD = 64 << 10
+    TAIL = 70 << 10  # the zip end records (up to 65557 bytes with a comment) and the central directory
+
+    def __init__(self, stream: BinaryIO, chunks: list[StoredChunk]) -> None:
+        self._stream = stream
+        self._position = 0
+        self._chunks = sorted(chunks, key=lambda c: c.byte_offset)
+        windows = []
+        for chunk in self._chunks:
+            start, end = chunk.byte_offset, chunk.byte_offset + chunk.byte_length
+            if end - start <= self.HEAD + self.TAIL:
+                windows.append((start, end))
+            else:
+                windows += [(start, start + self.HEAD), (end - self.TAIL, end)]
+        self._windows = sorted(windows)
+        self._kept: dict[tuple[int, int], bytearray] = {w: bytearray() for w in self._windows}
+        self._next = 0  # the first window not yet complete
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self._see(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._stream.readinto(buffer)
+        self._see(memoryview(buffer)[:n or 0])
+        return n
+
+    def _see(self, data: Any) -> None:
+        start, end = self._position, self._position + len(data)
+        self._position = end
+        while self._next < len(self._windows) and self._windows[self._next][1] <= start:
+            self._next += 1
+        for window in self._windows[self._next:]:
+            if window[0] >= end:
+                break
+            kept = self._kept[window]
+            low = max(start, window[0] + len(kept))  # bytes are seen in order: continue where the window stands
+            high = min(end, window[1])
+            if low < high and low == window[0] + len(kept):
+                kept += bytes(data[low - start:high - start])
+
+    def check(self, what: str) -> None:
+        from migrator.convert.formats.torch_save_format import tensor_layout_at
+        from migrator.convert.read.torch_dist import check_layout
+
+        for chunk in self._chunks:
+            start, end = chunk.byte_offset, chunk.byte_offset + chunk.byte_length
+            windows = [w for w in self._windows if start <= w[0] and w[1] <= end]
+            if any(len(self._kept[w]) != w[1] - w[0] for w in windows):
+                continue  # the consumer did not read this chunk
+            pieces = [(w[0] - start, self._kept[w]) for w in windows]
+
+            def read(offset: int, length: int, pieces=pieces) -> bytes:
+                for base, kept in pieces:
+                    if base <= offset and offset + length <= base + len(kept):
+                        return bytes(kept[offset - base:offset - base + length])
+                return b""  # outside the head and tail of the blob: not where torch.save keeps its records
+
+            where = f"{what} ({chunk.key} at {list(chunk.offsets)})"
+            check_layout(tensor_layout_at(read, chunk.byte_length, where), chunk, what)
+
+
 class FolderSource(Source):
     """An extracted `.nemo` folder, or a bare `model_weights/` folder (then `--model_config` is required)."""
 
@@ -449,6 +553,7 @@ class FolderSource(Source):
                 relative_dir = os.path.relpath(dirpath, weights)
                 for filename in filenames:
                     relative = filename if relative_dir == "." else f"{relative_dir}/{filename}"
+                    normalize_member_name(relative, str(path))  # refuses control characters
                     full = os.path.join(dirpath, filename)
                     self.members[f"{WEIGHTS_DIR}/{relative.replace(os.sep, '/')}"] = os.stat(full).st_size
         if self.root is not None:

@@ -8,6 +8,7 @@ copied (or linked) untouched. This module reads `.metadata` with an allowlisted 
 """
 from __future__ import annotations
 
+import sys
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -15,6 +16,7 @@ from typing import Any, Callable, Mapping
 from migrator.convert.formats.chunks import DTYPES, StoredChunk, StoredObject, itemsize
 from migrator.convert.formats.safe_pickle import (
     PickledObject,
+    brief,
     dump_stand_ins,
     global_name,
     is_instance_of,
@@ -57,49 +59,114 @@ class DcpIndex:
     tensors: dict[str, TensorInfo] = field(default_factory=dict)
     chunks: dict[str, list[StoredChunk]] = field(default_factory=dict)
     objects: dict[str, StoredObject] = field(default_factory=dict)
+    what: str = ".metadata"  # the file it was read from, for messages
+
+
+# Bounds on what an index may declare: far above any real checkpoint, low enough that arithmetic and memory on them
+# stay trivial (a tensor of 2**48 elements is 512 TiB of bf16; torch itself allows at most 64 dimensions).
+MAX_DIMS = 64
+MAX_ELEMENTS = 1 << 48
+MAX_BYTES = 1 << 56
+MAX_KEY_LENGTH = 4096
 
 
 def _state(obj: Any, what: str) -> dict:
     state = obj.state if isinstance(obj, PickledObject) else None
-    if isinstance(state, tuple) and len(state) == 2 and isinstance(state[0], dict):  # (dict, slots) form
+    if isinstance(state, tuple) and len(state) == 2 and isinstance(state[0], dict) and isinstance(
+            state[1], (dict, type(None))):  # (dict, slots) form
         merged = dict(state[0])
         merged.update(state[1] or {})
         return merged
     if not isinstance(state, dict):
-        raise MigratorError(f"{what}: unexpected index structure ({obj!r:.120})")
+        raise MigratorError(f"{what}: unexpected index structure ({brief(obj)})")
     return state
 
 
+def _count(value: Any, limit: int) -> int | None:
+    """`value` as a count in [0, limit] (an int, not a bool), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= limit else None
+
+
 def _size(value: Any, what: str) -> tuple[int, ...]:
-    """A torch.Size stand-in (REDUCE with one tuple argument) as a tuple of ints."""
+    """A torch.Size stand-in (REDUCE with one tuple argument) as a tuple of ints, each in [0, MAX_ELEMENTS]."""
     if is_instance_of(value, "torch", "Size") and len(value.args) == 1:
-        return tuple(int(v) for v in value.args[0])
-    if isinstance(value, (tuple, list)):
-        return tuple(int(v) for v in value)
-    raise MigratorError(f"{what}: expected a torch.Size, found {value!r:.120}")
+        value = value.args[0]
+    if isinstance(value, (tuple, list)) and len(value) <= MAX_DIMS:
+        dims = tuple(_count(v, MAX_ELEMENTS) for v in value)
+        if None not in dims:
+            return dims  # type: ignore[return-value]
+    raise MigratorError(f"{what}: expected a torch.Size of at most {MAX_DIMS} sizes in [0, 2**48], found "
+                        f"{brief(value)}")
 
 
 def _dtype_of(properties: Any, what: str) -> str:
     """The dtype name of a TensorProperties stand-in (torch >= 2.2 pickles a tuple state, older a dict)."""
-    state = properties.state if isinstance(properties, PickledObject) else None
-    dtype = state[0] if isinstance(state, tuple) else (state or {}).get("dtype") if isinstance(state, dict) else None
+    if not is_instance_of(properties, _DCP_METADATA, "TensorProperties"):
+        raise MigratorError(f"{what}: properties {brief(properties)} are not a TensorProperties")
+    state = properties.state
+    if isinstance(state, tuple) and state:
+        dtype = state[0]
+    elif isinstance(state, dict):
+        dtype = state.get("dtype")
+    else:
+        dtype = None
     name = global_name(dtype)
     if name is None or not name.startswith("torch.") or name[len("torch."):] not in DTYPES:
-        raise MigratorError(f"{what}: unsupported tensor dtype {name or dtype!r}")
+        raise MigratorError(f"{what}: unsupported tensor dtype {name or brief(dtype)}")
     return name[len("torch."):]
 
 
 def _check_relative_path(path: Any, what: str) -> str:
-    if not isinstance(path, str) or not path or "/" in path or "\\" in path or path in (".", ".."):
-        raise MigratorError(f"{what}: refers to data file {path!r}, which is not a plain file name")
+    if not isinstance(path, str) or not path or "/" in path or "\\" in path or path in (".", "..") \
+            or len(path) > 255 or not path.isprintable():
+        raise MigratorError(f"{what}: refers to data file {brief(path)}, which is not a plain file name")
     return path
+
+
+def _check_key(key: Any, what: str) -> str:
+    """A state-dict key: a non-empty printable string (it names files and goes into one-line messages)."""
+    if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+        raise MigratorError(f"{what}: key {brief(key)} is not a non-empty printable string of at most "
+                            f"{MAX_KEY_LENGTH} characters")
+    return key
+
+
+def _volume(sizes: tuple[int, ...]) -> int:
+    volume = 1
+    for n in sizes:
+        volume *= n
+    return volume
+
+
+def _check_tiling(chunks: list[StoredChunk], shape: tuple[int, ...], where: str) -> None:
+    """The chunks cover the tensor exactly: no two overlap and their volumes add up to the tensor's. Swept along
+    the first dimension, so only chunks whose first-dimension ranges meet are compared (the layers of a stacked
+    tensor: a few at a time)."""
+    numel = _volume(shape)
+    covered = sum(_volume(c.sizes) for c in chunks)
+    if covered != numel:
+        raise MigratorError(f"{where}: chunks cover {covered} of {numel} elements (a partial or overlapping index)")
+    if not shape:
+        if len(chunks) != 1:
+            raise MigratorError(f"{where}: a 0-d tensor stored in {len(chunks)} chunks")
+        return
+    active: list[StoredChunk] = []
+    for chunk in sorted((c for c in chunks if _volume(c.sizes)), key=lambda c: c.offsets[0]):
+        active = [a for a in active if a.offsets[0] + a.sizes[0] > chunk.offsets[0]]
+        for other in active:
+            if all(o < p + q and p < o + s for o, s, p, q in zip(chunk.offsets, chunk.sizes, other.offsets,
+                                                                   other.sizes)):
+                raise MigratorError(f"{where}: chunks at {list(other.offsets)} and {list(chunk.offsets)} overlap")
+        active.append(chunk)
 
 
 def parse_dcp_metadata(data: bytes, what: str, member_dir: str = "model_weights") -> DcpIndex:
     """Read a `.metadata` pickle (allowlisted stand-ins; torch is not imported) into a `DcpIndex`.
 
     `what` names the file in error messages; `member_dir` is prefixed to the data file names so that chunk
-    locations are source member names ("model_weights/__0_0.distcp").
+    locations are source member names ("model_weights/__0_0.distcp"). Everything the index declares is checked
+    before it is used: types, shapes and sizes within bounds, chunks tiling their tensor, a storage entry for each
+    chunk and object, printable keys; anything else is a MigratorError naming the file and the key.
     """
     metadata = load_allowlisted(data, ALLOWED_GLOBALS, what)
     if not is_instance_of(metadata, _DCP_METADATA, "Metadata"):
@@ -109,30 +176,42 @@ def parse_dcp_metadata(data: bytes, what: str, member_dir: str = "model_weights"
     storage = state.get("storage_data")
     if not isinstance(entries, dict) or not isinstance(storage, dict):
         raise MigratorError(f"{what}: index has no state_dict_metadata/storage_data")
+    for name in ("mcore_data", "planner_data"):
+        extra = state.get(name)
+        if isinstance(extra, dict) and not all(isinstance(k, str) for k in extra):
+            raise MigratorError(f"{what}: {name} has a key that is not a string ("
+                                f"{brief(next(k for k in extra if not isinstance(k, str)))})")
 
     # storage_data: MetadataIndex(fqn, offset) -> _StorageInfo(relative_path, offset, length)
     locations: dict[tuple[str, tuple[int, ...] | None], tuple[str, int, int]] = {}
     for index, info in storage.items():
+        if not is_instance_of(index, _DCP_METADATA, "MetadataIndex") or not is_instance_of(
+                info, "torch.distributed.checkpoint.filesystem", "_StorageInfo"):
+            raise MigratorError(f"{what}: storage_data entry {brief(index, 60)} -> {brief(info, 60)} is not a "
+                                "MetadataIndex -> _StorageInfo")
         index_state = _state(index, what)
         info_state = _state(info, what)
-        fqn = index_state.get("fqn")
+        fqn = _check_key(index_state.get("fqn"), f"{what}: storage_data")
         offset = index_state.get("offset")
         where = f"{what}: {fqn}"
         if info_state.get("transform_descriptors"):
-            raise MigratorError(f"{where}: stored with transforms {info_state['transform_descriptors']!r}, "
+            raise MigratorError(f"{where}: stored with transforms {brief(info_state['transform_descriptors'])}, "
                                 "which this converter does not decode")
         relative = _check_relative_path(info_state.get("relative_path"), where)
-        start, length = info_state.get("offset"), info_state.get("length")
-        if not (isinstance(start, int) and isinstance(length, int) and start >= 0 and length >= 0):
-            raise MigratorError(f"{where}: bad storage range {start!r}+{length!r}")
-        locations[(fqn, None if offset is None else _size(offset, where))] = (relative, start, length)
+        start, length = _count(info_state.get("offset"), MAX_BYTES), _count(info_state.get("length"), MAX_BYTES)
+        if start is None or length is None:
+            raise MigratorError(f"{where}: bad storage range {brief(info_state.get('offset'), 40)}+"
+                                f"{brief(info_state.get('length'), 40)}")
+        place = (fqn, None if offset is None else _size(offset, where))
+        if place in locations:
+            raise MigratorError(f"{where}: two storage entries for the chunk at "
+                                f"{'no offset' if place[1] is None else list(place[1])}")
+        locations[place] = (relative, start, length)
 
-    index = DcpIndex(metadata=metadata)
+    index = DcpIndex(metadata=metadata, what=what)
     prefix = f"{member_dir}/" if member_dir else ""
     for key, entry in entries.items():
-        where = f"{what}: {key}"
-        if not isinstance(key, str):
-            raise MigratorError(f"{what}: non-string key {key!r}")
+        where = f"{what}: {_check_key(key, what)}"
         if is_instance_of(entry, _DCP_METADATA, "BytesStorageMetadata"):
             location = locations.get((key, None))
             if location is None:
@@ -141,40 +220,40 @@ def parse_dcp_metadata(data: bytes, what: str, member_dir: str = "model_weights"
             index.objects[key] = StoredObject(key, prefix + relative, start, length, wrapped=True)
             continue
         if not is_instance_of(entry, _DCP_METADATA, "TensorStorageMetadata"):
-            raise MigratorError(f"{where}: unexpected index entry {entry!r:.120}")
+            raise MigratorError(f"{where}: unexpected index entry {brief(entry)}")
         entry_state = _state(entry, where)
         dtype = _dtype_of(entry_state.get("properties"), where)
         shape = _size(entry_state.get("size"), where)
+        numel = _volume(shape)
+        if numel > MAX_ELEMENTS:
+            raise MigratorError(f"{where}: shape {list(shape)} has {numel} elements (more than 2**48)")
+        listed = entry_state.get("chunks")
+        if not isinstance(listed, (list, tuple)):
+            raise MigratorError(f"{where}: chunks {brief(listed)} are not a list")
         chunks: list[StoredChunk] = []
-        for chunk in entry_state.get("chunks") or []:
+        for chunk in listed:
+            if not is_instance_of(chunk, _DCP_METADATA, "ChunkStorageMetadata"):
+                raise MigratorError(f"{where}: chunk {brief(chunk)} is not a ChunkStorageMetadata")
             chunk_state = _state(chunk, where)
             offsets = _size(chunk_state.get("offsets"), where)
             sizes = _size(chunk_state.get("sizes"), where)
             if len(offsets) != len(shape) or len(sizes) != len(shape) or any(
-                    o < 0 or o + s > n for o, s, n in zip(offsets, sizes, shape)):
+                    o + s > n for o, s, n in zip(offsets, sizes, shape)):
                 raise MigratorError(f"{where}: chunk at {list(offsets)} size {list(sizes)} lies outside "
                                     f"the tensor shape {list(shape)}")
             location = locations.get((key, offsets))
             if location is None:
                 raise MigratorError(f"{where}: chunk at {list(offsets)} has no storage entry")
             relative, start, length = location
-            chunks.append(StoredChunk(key, offsets, sizes, prefix + relative, start, length, dtype, "torch_save"))
-        numel = 1
-        for n in shape:
-            numel *= n
-        if sum(_volume(c.sizes) for c in chunks) != numel:
-            raise MigratorError(f"{where}: chunks cover {sum(_volume(c.sizes) for c in chunks)} of {numel} "
-                                "elements (a partial or overlapping index)")
+            stored = StoredChunk(key, offsets, sizes, prefix + relative, start, length, dtype, "torch_save")
+            if length < stored.nbytes:
+                raise MigratorError(f"{where}: chunk at {list(offsets)} is stored in {length} bytes, fewer than its "
+                                    f"{stored.nbytes} bytes of {dtype} data")
+            chunks.append(stored)
+        _check_tiling(chunks, shape, where)
         index.tensors[key] = TensorInfo(key=key, shape=shape, dtype=dtype, nbytes=numel * itemsize(dtype))
         index.chunks[key] = chunks
     return index
-
-
-def _volume(sizes: tuple[int, ...]) -> int:
-    volume = 1
-    for n in sizes:
-        volume *= n
-    return volume
 
 
 def renamed_metadata(index: DcpIndex, rename: Callable[[str], str],
@@ -223,13 +302,50 @@ def renamed_metadata(index: DcpIndex, rename: Callable[[str], str],
         state["storage_meta"] = new_meta
     out = _copy_stand_in(metadata)
     out.state = state
-    return dump_stand_ins(out)
+    try:
+        return dump_stand_ins(out)
+    except RecursionError:
+        raise MigratorError(f"{index.what}: nested too deeply to be written back (more than "
+                            f"{sys.getrecursionlimit()} levels)") from None
 
 
 def _copy_stand_in(obj: PickledObject) -> PickledObject:
     copy = object.__new__(type(obj))
     copy.__dict__.update(obj.__dict__)
     return copy
+
+
+def check_layout(layout: Any, chunk: StoredChunk, what: str) -> None:
+    """A chunk's torch.save header (`tensor_layout`) agrees with its index entry."""
+    if layout.dtype != chunk.dtype or tuple(layout.size) != tuple(chunk.sizes):
+        raise MigratorError(f"{what}: chunk of {chunk.key} at {list(chunk.offsets)} holds {list(layout.size)} "
+                            f"{layout.dtype}, the index says {list(chunk.sizes)} {chunk.dtype}")
+    if layout.data_length < layout.storage_numel * itemsize(layout.dtype):
+        raise MigratorError(f"{what}: chunk of {chunk.key} at {list(chunk.offsets)} is truncated")
+
+
+def check_chunk_headers(chunks: Mapping[str, list[StoredChunk]], open_member: Callable[[str], Any],
+                        describe: Callable[[str], str]) -> None:
+    """Each chunk's `torch.save` header agrees with the index (dtype, shape, storage inside the blob): the copy
+    route moves data files untouched and rewrites only the index, so an index that misdescribes its data (a dtype
+    of the same width, a shape of the same size) would otherwise pass into the output. A few small reads per chunk;
+    the data itself is not read."""
+    from migrator.convert.formats.torch_save_format import tensor_layout_at
+
+    by_member: dict[str, list[StoredChunk]] = {}
+    for key_chunks in chunks.values():
+        for chunk in key_chunks:
+            by_member.setdefault(chunk.member, []).append(chunk)
+    for member, member_chunks in sorted(by_member.items()):
+        with open_member(member) as stream:
+            for chunk in sorted(member_chunks, key=lambda c: c.byte_offset):
+                def read(offset: int, length: int, base: int = chunk.byte_offset) -> bytes:
+                    stream.seek(base + offset)
+                    return stream.read(length)
+
+                what = describe(member)
+                layout = tensor_layout_at(read, chunk.byte_length, f"{what} ({chunk.key} at {list(chunk.offsets)})")
+                check_layout(layout, chunk, what)
 
 
 def view_torch_chunk(data: bytearray, chunk: StoredChunk, what: str) -> "object":
@@ -240,11 +356,7 @@ def view_torch_chunk(data: bytearray, chunk: StoredChunk, what: str) -> "object"
     from migrator.convert.formats.torch_save_format import tensor_layout
 
     layout = tensor_layout(data, f"{what} ({chunk.key} at {list(chunk.offsets)})")
-    if layout.dtype != chunk.dtype or tuple(layout.size) != tuple(chunk.sizes):
-        raise MigratorError(f"{what}: chunk of {chunk.key} at {list(chunk.offsets)} holds {list(layout.size)} "
-                            f"{layout.dtype}, the index says {list(chunk.sizes)} {chunk.dtype}")
-    if layout.data_length < layout.storage_numel * itemsize(layout.dtype):
-        raise MigratorError(f"{what}: chunk of {chunk.key} at {list(chunk.offsets)} is truncated")
+    check_layout(layout, chunk, what)
     if layout.storage_numel == 0:
         return torch.empty(layout.size, dtype=getattr(torch, layout.dtype))
     storage = torch.frombuffer(data, dtype=getattr(torch, layout.dtype), count=layout.storage_numel,

@@ -18,10 +18,10 @@ loads it. Nothing here imports torch (common.pt and train_state.pt are written b
 """
 from __future__ import annotations
 
-import shutil
 import struct
 from pathlib import Path
 
+from migrator.convert.storage.fileops import CheckedWriter, check_size, copy_file
 from migrator.convert.write.nemo2 import write_tokenizer_files, yaml_text
 from migrator.convert.write.dcp import write_backend_marker, write_file
 from migrator.convert.model.bridge_spec import BridgeSpec, run_config
@@ -65,8 +65,9 @@ def train_state(iteration: int) -> dict[str, tuple[str, bytes]]:
 
 
 def _write_train_state(path: Path, iteration: int) -> None:
-    with open(path, "wb") as f:
-        write_scalar_tensors(f, train_state(iteration))
+    with CheckedWriter(path) as f:
+        write_scalar_tensors(f, train_state(iteration))  # type: ignore[arg-type]
+    check_size(path, f.end)
 
 
 def _write_tokenizer(iter_dir: Path, files: dict[str, bytes | Path]) -> None:
@@ -84,8 +85,9 @@ def write_bridge_files(root: Path, spec: BridgeSpec, iteration: int) -> Path:
     """
     iter_dir = root / iter_dir_name(iteration)
     iter_dir.mkdir(parents=True, exist_ok=True)
-    with open(iter_dir / "common.pt", "wb") as f:
-        write_plain(f, common_state(iteration))
+    with CheckedWriter(iter_dir / "common.pt") as f:
+        write_plain(f, common_state(iteration))  # type: ignore[arg-type]
+    check_size(iter_dir / "common.pt", f.end)
     _write_tokenizer(iter_dir, spec.tokenizer_files)
     header = ("# Written by nemo-migrate convert --to bridge. Megatron-Bridge builds the model from `model:` and the\n"
               "# tokenizer from `tokenizer:`; the training loader reads `checkpoint:` (no optimizer or RNG state was\n"
@@ -93,6 +95,6 @@ def write_bridge_files(root: Path, spec: BridgeSpec, iteration: int) -> Path:
     write_file(iter_dir / RUN_CONFIG, (header + yaml_text(run_config(spec))).encode("utf-8"))
     _write_train_state(iter_dir / TRAIN_STATE, iteration)
     write_backend_marker(iter_dir)
-    shutil.copyfile(iter_dir / TRAIN_STATE, root / LATEST_TRAIN_STATE)
+    copy_file(iter_dir / TRAIN_STATE, root / LATEST_TRAIN_STATE)
     write_file(root / TRACKER, str(iteration).encode("ascii"))
     return iter_dir

@@ -15,7 +15,7 @@ from pathlib import Path
 from migrator.convert.formats.chunks import key_renamer
 from migrator.convert.read.source import Source
 from migrator.convert.read.torch_dist import renamed_metadata
-from migrator.convert.storage.fileops import check_cancel
+from migrator.convert.storage.fileops import check_cancel, check_size
 from migrator.convert.storage.progress import Progress
 from migrator.convert.storage.workers import run_tasks
 from migrator.convert.write.dcp import DcpWriter, none_object_blob, write_file
@@ -59,6 +59,8 @@ def write_copied_weights(source: Source, plan: Plan, weights: Path, *, workers: 
     overrides = _write_object_overrides(plan, weights)
     assert source.dcp_index is not None
     write_file(weights / ".metadata", renamed_metadata(source.dcp_index, key_renamer(*plan.key_map), overrides))
+    for member, size in plan.data_files.items():  # every copied or linked file holds what the plan says
+        check_size(weights / posixpath.basename(member), size)
     return counts
 
 
@@ -73,9 +75,13 @@ def _write_object_overrides(plan: Plan, weights: Path) -> dict[str, tuple[str, i
     data_file = writer.files[0]
     blob = none_object_blob()
     overrides = {}
-    for obj in changed:
-        start = data_file.handle.tell()
-        data_file.handle.write(blob)
-        overrides[obj.new_key] = (data_file.name, start, len(blob))
-    writer.close_files()
+    try:
+        for obj in changed:
+            start = data_file.handle.tell()
+            data_file.handle.write(blob)
+            overrides[obj.new_key] = (data_file.name, start, len(blob))
+    except BaseException:
+        writer.close_files(check=False)
+        raise
+    writer.close_files()  # and checks the file's size against the bytes written into it
     return overrides

@@ -21,6 +21,8 @@ from typing import BinaryIO, Iterable
 
 from migrator.convert.formats.safe_pickle import dump_stand_ins, make_object, stand_in
 from migrator.convert.formats.torch_save_format import write_plain, write_tensor
+from migrator.convert.storage.fileops import CheckedWriter, check_size
+from migrator.convert.storage.fileops import write_file as _write_checked
 
 BACKEND_MARKER = {"sharded_backend": "torch_dist", "sharded_backend_version": 1,
                   "common_backend": "torch", "common_backend_version": 1}
@@ -75,15 +77,20 @@ class _Tensor:
 
 
 class DataFile:
-    """One `__0_<i>.distcp` file, appended to by one thread at a time."""
+    """One `__0_<i>.distcp` file, appended to by one thread at a time. Every write is checked (CheckedWriter);
+    once closed, the file's size on disk is checked against the bytes written into it."""
 
     def __init__(self, path: Path) -> None:
         self.name = path.name
-        self.handle: BinaryIO = open(path, "wb")
+        self.path = path
+        self.handle: BinaryIO = CheckedWriter(path, "w+b")  # type: ignore[assignment]
 
-    def close(self) -> None:
+    def close(self, check: bool = True) -> None:
         if not self.handle.closed:
+            written = self.handle.end  # type: ignore[attr-defined]
             self.handle.close()  # flushed to disk with everything else before OUT appears (pipeline._fsync_tree)
+            if check:
+                check_size(self.path, written)
 
 
 class DcpWriter:
@@ -132,20 +139,25 @@ class DcpWriter:
                 self._tensors[key].chunks.append(_Chunk(tensor_chunk[0], tensor_chunk[1], file.name, start, length))
 
     def copy_blob(self, file: DataFile, key: str, src_fd: int, src_offset: int, length: int,
-                  tensor_chunk: tuple[tuple[int, ...], tuple[int, ...]], *, progress=None, cancel=None) -> None:
+                  tensor_chunk: tuple[tuple[int, ...], tuple[int, ...]], *, progress=None, cancel=None,
+                  source: object = None) -> None:
         """Append a chunk's archive copied byte for byte (in the kernel) from a torch_dist source file."""
-        from migrator.convert.storage.fileops import copy_into
+        from migrator.convert.storage.fileops import compare_copy, copy_into
 
         file.handle.flush()
         start = file.handle.tell()
-        copy_into(src_fd, src_offset, file.handle.fileno(), start, length, progress=progress, cancel=cancel)
+        copy_into(src_fd, src_offset, file.handle.fileno(), start, length, progress=progress, cancel=cancel,
+                  dest=file.path)
+        compare_copy(src_fd, src_offset, file.handle.fileno(), start, length, source=source, dest=file.path,
+                     cancel=cancel)
         file.handle.seek(start + length)
         with self._lock:
             self._tensors[key].chunks.append(_Chunk(tensor_chunk[0], tensor_chunk[1], file.name, start, length))
 
-    def close_files(self) -> None:
+    def close_files(self, check: bool = True) -> None:
+        """Close the data files; `check`: and check their sizes (not while an error is already on its way)."""
         for file in self.files:
-            file.close()
+            file.close(check)
 
     def metadata_bytes(self) -> bytes:
         """The pickled `.metadata` for everything written so far."""
@@ -178,14 +190,16 @@ class DcpWriter:
 
 
 def write_file(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
+    """A new file holding `data`: every write checked, then its size on disk (fileops.write_file)."""
+    _write_checked(path, data)
 
 
 def write_common(directory: Path, state: dict | None = None) -> None:
     """`common.pt`: the non-sharded checkpoint state (see COMMON_STATE)."""
-    with open(directory / "common.pt", "wb") as f:
-        write_plain(f, COMMON_STATE if state is None else state)
+    path = directory / "common.pt"
+    with CheckedWriter(path) as f:
+        write_plain(f, COMMON_STATE if state is None else state)  # type: ignore[arg-type]
+    check_size(path, f.end)
 
 
 def write_backend_marker(directory: Path) -> None:

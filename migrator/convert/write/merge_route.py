@@ -175,7 +175,10 @@ def write_merged_weights(source: Source, plan: Plan, weights: Path, *, progress:
             else:
                 blob = object_blob(ref, streams.get(ref.member), f"{source.describe(ref.member)} ({ref.key})")
             writer.write_blob(out, new_keys.get(placement.key, rename_key(placement.key)), blob)
+    except BaseException:
+        writer.close_files(check=False)
+        raise
     finally:
         streams.close()
-        writer.close_files()
+    writer.close_files()  # and checks each data file's size against the bytes written into it
     writer.write_metadata()

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from migrator.convert.model.spec import ModelSpec, TokenizerSpec
+from migrator.convert.storage.fileops import copy_file
+from migrator.convert.write.dcp import write_file
 from migrator.convert.write.fiddle_json import Config, PyRef, dumps
 from migrator.errors import MigratorError
 
@@ -113,13 +115,14 @@ def write_tokenizer_files(context_dir: Path, files: dict[str, bytes | Path]) -> 
         if dest.exists():
             raise MigratorError(f"{dest}: already exists")
         if isinstance(content, bytes):
-            dest.write_bytes(content)
+            write_file(dest, content)
         elif content.is_dir():
             # follow links (Hugging Face cache folders are links into a blob store): copy the content; a model
             # folder given as tokenizer folder keeps its tokenizer files only
-            shutil.copytree(content, dest, symlinks=False, ignore=shutil.ignore_patterns(*_NOT_TOKENIZER))
+            shutil.copytree(content, dest, symlinks=False, ignore=shutil.ignore_patterns(*_NOT_TOKENIZER),
+                            copy_function=lambda src, dst: copy_file(Path(src), Path(dst)))
         elif content.is_file():
-            shutil.copyfile(content, dest)
+            copy_file(content, dest)
         else:
             raise MigratorError(f"{content}: tokenizer file not found")
 
@@ -134,5 +137,5 @@ def write_context(context_dir: Path, spec: ModelSpec, tokenizer: TokenizerSpec) 
     context_dir.mkdir(parents=True, exist_ok=True)
     root = context_graph(spec, tokenizer)
     write_tokenizer_files(context_dir, tokenizer.files)
-    (context_dir / "io.json").write_text(dumps(root), encoding="utf-8")
-    (context_dir / "model.yaml").write_text(model_yaml(spec, root.arguments["model"]), encoding="utf-8")
+    write_file(context_dir / "io.json", dumps(root).encode("utf-8"))
+    write_file(context_dir / "model.yaml", model_yaml(spec, root.arguments["model"]).encode("utf-8"))

@@ -103,7 +103,7 @@ def _chunk_job(writer: DcpWriter, tensor: TensorPlan, chunk: StoredChunk, source
         if chunk.encoding == "torch_save" and same:
             if in_file:
                 writer.copy_blob(out, tensor.new_key, stream.fileno(), stream.start + stream.tell(), chunk.byte_length,
-                                 (chunk.offsets, chunk.sizes), progress=progress.advance, cancel=cancel)
+                                 (chunk.offsets, chunk.sizes), progress=progress.advance, cancel=cancel, source=what)
             else:
                 writer.write_blob(out, tensor.new_key, pieces=_pieces(stream, chunk.byte_length, progress, cancel,
                                                                       what), tensor_chunk=(chunk.offsets, chunk.sizes))
@@ -206,6 +206,8 @@ def write_streamed_weights(source: Source, plan: Plan, weights: Path, *, workers
                         raise MigratorError(f"{source.describe(member)}: truncated archive") from None
                     job(stream, out)  # every job reads exactly its item's `length` bytes
                     position = offset + length
-    finally:
-        writer.close_files()
+    except BaseException:
+        writer.close_files(check=False)
+        raise
+    writer.close_files()  # and checks each data file's size against the bytes written into it
     writer.write_metadata()
