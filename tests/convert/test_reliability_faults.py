@@ -228,11 +228,16 @@ def test_inode_exhaustion_on_a_real_tmpfs(tmpfs):
 
 
 FILL_SHIM = """
-import os
+import os, shutil
 _real = os.{fn}
-_state = {{"done": False}}
+_real_usage = shutil.disk_usage
+_state = {{"done": False, "armed": False}}
+def _usage(*args, **kwargs):  # armed once the run has checked the free space: the disk fills after that
+    _state["armed"] = True
+    return _real_usage(*args, **kwargs)
+shutil.disk_usage = _usage
 def _fill_then_call(*args, **kwargs):
-    if not _state["done"]:
+    if _state["armed"] and not _state["done"]:
         _state["done"] = True
         st = os.statvfs({mount!r})
         free = st.f_bavail * st.f_frsize - {leave}
