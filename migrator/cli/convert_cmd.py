@@ -233,9 +233,10 @@ def _interruptible(frame: object) -> bool:
               help="--to bridge: the iteration the checkpoint is saved at (the iter_<N> folder, the step in "
                    "train_state.pt).")
 @click.option("--target", "target", default=None, metavar="megatron-bridge=X[..Y]",
-              help="--to bridge: the Megatron-Bridge release lines the checkpoint must load in (e.g. "
-                   "megatron-bridge=0.3, or 0.3..0.6); every class and field written is checked to exist in each "
-                   "of their tags. Default: every known release.")
+              help="--to bridge: the Megatron-Bridge release lines the checkpoint must load in: megatron-bridge=0.3 "
+                   "means every 0.3.x tag; 0.3..0.6 and 0.4.. span lines; every class and field written is checked "
+                   "to exist in each of those tags. Default: every known line. (lint and migrate-config read "
+                   "megatron-bridge=0.3 as one release, the newest 0.3.x.)")
 def convert(**kwargs: object) -> None:
     """Convert a NeMo 1.0 .nemo checkpoint into a NeMo 2.0 checkpoint directory (CPU only, no model built), or
     (--to bridge) a .nemo or NeMo 2.0 checkpoint into a Megatron-Bridge checkpoint."""

@@ -268,7 +268,9 @@ def _convert(options: ConvertOptions, _warn: Warn, warnings: list[str], out: Tex
              cancel: threading.Event) -> ConvertResult:
     """Steps 1 to 5 of the module docstring (`_warn` records and prints a warning)."""
     spill_parent = options.output_path.resolve().parent
-    with open_source(options.input_path, options.model_config, spill_parent) as source:
+    # under the lock a fixed name beside OUT (a killed run's is removed by the next); a dry run holds no lock
+    spill_dir = None if options.dry_run else outlock.spill_path(options.output_path.resolve())
+    with open_source(options.input_path, options.model_config, spill_parent, spill_dir) as source:
         check_cancel(cancel)
         _check_destination(source, options)
         for note in source.notes:

@@ -104,7 +104,7 @@ def output_kind(output: Path) -> tuple[str, Path]:
 
 def _check_bridge_files(output: Path, weights: Path, report: VerifyReport) -> None:
     """common.pt, run_config.yaml, train_state.pt and the trackers of a Megatron-Bridge checkpoint."""
-    from migrator.convert.read.model_config import load_model_config
+    from migrator.convert.read.model_config import load_yaml11
     from migrator.convert.write.bridge import CONTENT_METADATA, LATEST_TRAIN_STATE, RUN_CONFIG, TRAIN_STATE
 
     iteration = int(weights.name[len("iter_"):]) if weights.name[len("iter_"):].isdigit() else None
@@ -140,7 +140,7 @@ def _check_bridge_files(output: Path, weights: Path, report: VerifyReport) -> No
         report.problem(f"{config_path}: missing (Megatron-Bridge builds the model from it)")
         return
     try:
-        config = load_model_config(config_path.read_bytes(), str(config_path))
+        config = load_yaml11(config_path.read_bytes(), str(config_path))  # Bridge's run_config, not NeMo 1.0's
     except MigratorError as error:
         report.problem(str(error))
         return

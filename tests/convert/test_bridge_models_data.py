@@ -104,6 +104,8 @@ def test_target_spans(text: str | None, expected: list[str]) -> None:
 
 @pytest.mark.parametrize("text,message", [("megatron-bridge=0.6..0.3", "0.6 is newer than 0.3"),
                                           ("megatron-bridge=1.0", "unknown release '1.0'"),
+                                          ("megatron-bridge=0.3.1", "0.3.1 is a tag of the 0.3 line; convert takes "
+                                                                    "release lines"),
                                           ("nemo=2.3", "names a NeMo release")])
 def test_bad_targets(text: str, message: str) -> None:
     with pytest.raises(MigratorError, match=re.escape(message)):

@@ -185,6 +185,41 @@ def test_legacy_tp2_pp2_megatron_legacy_qkv_non_fused_glu_o2_layernorm1p(tmp_pat
     assert any("placeholders" in n for n in report.notes)
 
 
+def test_the_spill_folder_of_a_killed_run_is_removed_by_the_next_run(tmp_path: Path, config_text: str,
+                                                                   tokenizer_member) -> None:
+    """A compressed rank-file checkpoint spills to OUT.spill/ (a fixed name under OUT's lock), so the spill of a run
+    killed with SIGKILL is recognised and removed by the next run instead of being left beside the output forever."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    tensors = factory.tiny_llama_tensors(layers=2, seed=1)
+    files = factory.split_nondist(tensors, 2, 1, padded_rows=256)
+    name, data = tokenizer_member
+    gz = factory.pack_nondist(tmp_path / "in.nemo", with_settings(config_text, tensor_model_parallel_size=2), files,
+                              {name: data}, compress=True)
+    out = tmp_path / "o" / "out"
+    # a run stopped (SIGSTOP) once its spill folder holds a rank file, then killed: what SIGKILL leaves
+    process = subprocess.Popen([sys.executable, "-m", "migrator", "convert", "--input_path", str(gz),
+                                "--output_path", str(out), "--model_id", LLAMA_ID],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    spill = out.with_name("out.spill")
+    deadline = time.monotonic() + 60
+    while process.poll() is None and time.monotonic() < deadline and not (spill.is_dir() and any(spill.iterdir())):
+        time.sleep(0.002)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    if not spill.exists():  # the run ended before the kill landed: leave what a kill leaves by hand
+        spill.mkdir()
+        (spill / "0.ckpt").write_bytes(b"x" * 100)
+    text = convert(gz, out, "--force")
+    assert f"{spill}: removed, left by an interrupted run" in text, text
+    assert sorted(p.name for p in out.parent.iterdir()) == ["out"]
+    assert verify_checkpoint(out, gz).ok
+
+
 def test_compressed_and_extracted_inputs_give_the_same_output(tmp_path: Path, config_text: str,
                                                              tokenizer_member) -> None:
     tensors = factory.tiny_llama_tensors(layers=2, seed=1)

@@ -41,6 +41,10 @@ class BridgeTable:
         low, sep, high = spec.partition("..")
         for part in (low, high):
             if part and part not in self.releases:
+                line = next((r.name for r in self.releases.values() if {part, f"v{part}"} & set(r.tags)), None)
+                if line is not None:
+                    raise MigratorError(f"--target {TARGET_KEY}={spec}: {part} is a tag of the {line} line; convert "
+                                        f"takes release lines ({TARGET_KEY}={line} checks every {line}.x tag)")
                 raise MigratorError(f"--target {TARGET_KEY}={spec}: unknown release {part!r} (known: "
                                     f"{', '.join(order)})")
         if not sep:

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from migrator.convert.formats.safe_pickle import brief
 from migrator.convert.storage.fileops import FileSlice, copy_file, link_or_copy
-from migrator.convert.read.model_config import load_model_config
+from migrator.convert.read.model_config import load_yaml11
 from migrator.convert.read.source import MAX_INDEX_BYTES, Source, normalize_member_name
 from migrator.convert.model.spec import TokenizerSpec
 from migrator.convert.read.torch_dist import check_chunk_headers, parse_dcp_metadata
@@ -92,7 +92,7 @@ def _read_model_yaml(path: Path) -> Nemo2Context:
         text = path.read_bytes()
     except OSError as error:
         raise MigratorError(f"{path}: cannot read ({error.strerror})") from None
-    data = load_model_config(text, str(path))
+    data = load_yaml11(text, str(path))  # NeMo 2.0's model.yaml: its values are checked below (MCORE_FIELDS)
     config = data.get("config")
     if not isinstance(config, dict) or "_target_" not in data or "_target_" not in config:
         raise MigratorError(f"{path}: no model `_target_` with a `config:` (not a NeMo 2.0 context/model.yaml)")

@@ -335,10 +335,12 @@ class CompressedTarSource(Source):
     kind = "compressed tar"
     random_access = False
 
-    def __init__(self, path: Path, model_config_path: Path | None, spill_parent: Path | None = None) -> None:
+    def __init__(self, path: Path, model_config_path: Path | None, spill_parent: Path | None = None,
+                 spill_dir: Path | None = None) -> None:
         super().__init__(path)
         self._cache: dict[str, bytes] = {}
         self._spill_parent = spill_parent
+        self._spill_at = spill_dir
         self._spill_dir: Path | None = None
         self._spilled: dict[str, Path] = {}
         name = ""
@@ -420,9 +422,14 @@ class CompressedTarSource(Source):
         the archive holds them) into a temporary folder beside the output: disk, not memory."""
         import tempfile
 
-        parent = self._spill_parent if self._spill_parent is not None else Path(tempfile.gettempdir())
-        parent.mkdir(parents=True, exist_ok=True)
-        self._spill_dir = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.spill-", dir=parent))
+        if self._spill_at is not None:  # a fixed name beside the output, under its lock: a killed run's is removed
+            self._spill_at.parent.mkdir(parents=True, exist_ok=True)  # by the next run (storage.outlock)
+            os.mkdir(self._spill_at, 0o700)
+            self._spill_dir = self._spill_at
+        else:
+            parent = self._spill_parent if self._spill_parent is not None else Path(tempfile.gettempdir())
+            parent.mkdir(parents=True, exist_ok=True)
+            self._spill_dir = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.spill-", dir=parent))
         total = sum(self.members[m] for m in members)
         self.notes.append(f"{self.path}: compressed archive; its {len(members)} rank files ({total} bytes) are "
                           f"spilled to {self._spill_dir} on disk (not memory) and removed afterwards")
@@ -623,10 +630,11 @@ def _is_compressed(path: Path) -> bool:
     return head.startswith(b"\x1f\x8b") or head.startswith(b"BZh") or head.startswith(b"\xfd7zXZ\x00")
 
 
-def open_source(path: Path, model_config_path: Path | None = None, spill_parent: Path | None = None) -> Source:
+def open_source(path: Path, model_config_path: Path | None = None, spill_parent: Path | None = None,
+                spill_dir: Path | None = None) -> Source:
     """Open IN (see the module docstring; a NeMo 2.0 checkpoint directory is read by `read.nemo2_dir`). Raises
-    MigratorError (exit 2) for anything unusable. `spill_parent`: where a compressed non-distributed checkpoint may
-    spill its rank files (beside the output)."""
+    MigratorError (exit 2) for anything unusable. Where a compressed non-distributed checkpoint may spill its rank
+    files: the folder `spill_dir` (created, must not exist), else a new temporary folder in `spill_parent`."""
     from migrator.inputs import check_named_path
 
     path = Path(path)
@@ -638,7 +646,7 @@ def open_source(path: Path, model_config_path: Path | None = None, spill_parent:
             return Nemo2DirSource(path, model_config_path)
         return FolderSource(path, model_config_path)
     if _is_compressed(path):
-        return CompressedTarSource(path, model_config_path, spill_parent)
+        return CompressedTarSource(path, model_config_path, spill_parent, spill_dir)
     if not tarfile.is_tarfile(path):
         raise MigratorError(f"{path}: not a .nemo file (not a tar archive) and not a folder")
     return TarSource(path, model_config_path)

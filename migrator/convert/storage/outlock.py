@@ -10,6 +10,8 @@ Names, all in OUT's parent folder:
 - `OUT.partial/`: the run's work in progress, renamed to OUT when complete. Only the run holding the lock creates or
   removes it; one found with the lock free is an interrupted run's and is removed (with a line saying so). One
   that is a link or not a folder is never followed or removed: an error.
+- `OUT.spill/`: rank files of a compressed non-distributed `.nemo`, spilled to disk for the merge (removed when
+  the run ends); one found with the lock free is a killed run's and is removed (with a line saying so).
 - `OUT.replaced-old`: during a `--force` replacement without an atomic exchange, the previous OUT between the two
   renames. Every instant of a replacement leaves either the old or the new OUT at OUT, or the old one under this
   name with OUT absent (then the next run restores it), and a kill after the new OUT is in place leaves the old
@@ -39,6 +41,7 @@ Note = Callable[[str], None]
 LOCK_SUFFIX = ".lock"
 PARTIAL_SUFFIX = ".partial"
 REPLACED_SUFFIX = ".replaced-old"
+SPILL_SUFFIX = ".spill"
 _LEGACY_REPLACED = r"\.replaced-[0-9a-f]{8}"  # uuid4().hex[:8], as releases before the lock named the copy
 
 
@@ -54,10 +57,14 @@ def replaced_path(output: Path) -> Path:
     return output.with_name(output.name + REPLACED_SUFFIX)
 
 
+def spill_path(output: Path) -> Path:
+    return output.with_name(output.name + SPILL_SUFFIX)
+
+
 def neighbours(output: Path) -> list[Path]:
     """Every fixed name a run creates, renames or removes beside OUT (the legacy copies are only ever renamed to OUT
     or removed with --force)."""
-    return [partial_path(output), lock_path(output), replaced_path(output)]
+    return [partial_path(output), lock_path(output), replaced_path(output), spill_path(output)]
 
 
 def replaced_copies(output: Path) -> list[Path]:
@@ -198,9 +205,9 @@ def leftovers(output: Path) -> list[str]:
     elif copies:
         found.append(f"{', '.join(map(str, copies))}: kept by an interrupted --force replace of {output}; the run "
                      "removes it with --force")
-    partial = partial_path(output)
-    if os.path.lexists(partial):
-        found.append(f"{partial}: exists; the run removes it if no other run holds {lock_path(output)}")
+    for partial in (partial_path(output), spill_path(output)):
+        if os.path.lexists(partial):
+            found.append(f"{partial}: exists; the run removes it if no other run holds {lock_path(output)}")
     return found
 
 
@@ -227,12 +234,11 @@ def _recover(output: Path, force: bool, note: Note) -> list[Path]:
         note(f"{output}: restored from {copies[0].name}, the previous checkpoint kept by an interrupted --force "
              "replace")
         copies = []
-    partial = partial_path(output)
-    try:
-        info = os.lstat(partial)
-    except FileNotFoundError:
-        info = None
-    if info is not None:
+    for partial in (partial_path(output), spill_path(output)):
+        try:
+            info = os.lstat(partial)
+        except FileNotFoundError:
+            continue
         if not stat.S_ISDIR(info.st_mode):
             raise MigratorError(f"{partial}: {_kind(info.st_mode)}, not a conversion's work in progress; "
                                 "nemo-migrate neither follows nor removes it: remove it yourself")
