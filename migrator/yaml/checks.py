@@ -302,7 +302,7 @@ def unknown_setting(ctx: Context) -> None:
 
 def _unknown_in(ctx: Context, mapping: Node, known: list[str], renamed: dict[str, str], prefix: str | None) -> None:
     present = {k.raw for k, _ in mapping.items if k.kind == "scalar"}
-    for key, _ in mapping.items:
+    for key, value in mapping.items:
         name = key.raw
         if key.kind != "scalar" or not isinstance(name, str) or name in known:
             continue
@@ -317,11 +317,28 @@ def _unknown_in(ctx: Context, mapping: Node, known: list[str], renamed: dict[str
         fix = None
         if len(matches) == 1:
             why += f"; did you mean {matches[0]}?"
-            if matches[0] not in present:
+            unfit = _unfit_value(ctx.table, matches[0], value)
+            if unfit:  # renaming would make NeMo read a value the setting cannot take (a list where a flag is)
+                why += f" (no fix: the value is {unfit})"
+            elif matches[0] not in present:
                 fix = Fix("unsafe", f"Rename to {matches[0]}", (Edit(matches[0], key.start, key.end),))
         elif matches:
             why += f"; did you mean one of {', '.join(matches)}?"
         ctx.report_node("NM103", key, why, fix=fix)
+
+
+def _unfit_value(table: Table, key: str, value: Node) -> str | None:
+    """Why `value` cannot be the value of setting `key` (a sequence or mapping, or a scalar neither of its type nor
+    coercible to it), or None when it can (or the setting's type is not known)."""
+    setting = next((s for s in table.settings.settings if s.key == key), None)
+    if setting is None:
+        return None
+    if value.kind != "scalar":
+        return f"a {value.kind}, where {key} takes {with_article(setting.type)}"
+    actual = value.value
+    if actual is None or type_name(actual) == setting.type or coerce_literal(actual, setting.type) is not None:
+        return None
+    return f"{type_name(actual)} {value.raw}, where {key} takes {with_article(setting.type)}"
 
 
 def misplaced_setting(ctx: Context) -> None:
