@@ -186,7 +186,8 @@ def _rope_scaling_class(target: Target, values: dict[str, Any], table: ModelTabl
     return Target(family, target.model_class, new_class, table.preset(new_class), target.origin, target.model_id)
 
 
-def _dtype_fields(dtype: str, source_dtype: str) -> dict[str, Any]:
+def dtype_fields(dtype: str, source_dtype: str) -> dict[str, Any]:
+    """The precision fields megatron-core's config takes for `--dtype` (NeMo 2.0 and Megatron-Bridge alike)."""
     name = source_dtype if dtype == "keep" else CAST_TARGETS.get(dtype)
     if name not in ("bfloat16", "float16", "float32"):
         raise MigratorError(f"--dtype {dtype}: unsupported (keep, bf16, fp16, fp32)"
@@ -244,7 +245,7 @@ def derive_model_spec(model_config: dict, tensors: Mapping[str, TensorInfo], mod
     for field in ("fp8", "fp8_margin", "fp8_interval", "fp8_amax_history_len", "fp8_amax_compute_algo"):
         if field in values:
             config_kwargs[field] = values[field]
-    config_kwargs.update(_dtype_fields(dtype, facts.source_dtype))
+    config_kwargs.update(dtype_fields(dtype, facts.source_dtype))
 
     divisible = values["make_vocab_size_divisible_by"]
     if facts.padded_vocab_size % divisible and kind == "mamba":

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from migrator.convert.formats.chunks import CAST_TARGETS
+from migrator.convert.model.architecture import dtype_fields
 from migrator.convert.model.bridge_models import TARGET_KEY, BridgeTable, Release
 from migrator.convert.model.nemo1_values import check_mcore_values
 from migrator.convert.model.spec import TokenizerSpec
@@ -86,14 +86,6 @@ def _target(path: str, call: bool = False) -> dict[str, Any]:
     return {"_target_": path, "_call_": call}
 
 
-def _dtype_fields(dtype: str, source_dtype: str) -> dict[str, Any]:
-    name = source_dtype if dtype == "keep" else CAST_TARGETS.get(dtype)
-    if name not in ("bfloat16", "float16", "float32"):
-        raise MigratorError(f"--dtype {dtype}: unsupported (keep, bf16, fp16, fp32)"
-                            + (f"; the source tensors are {source_dtype}" if dtype == "keep" else ""))
-    return {"bf16": name == "bfloat16", "fp16": name == "float16", "params_dtype": f"torch.{name}"}
-
-
 def _resolved(values: Mapping[str, Any]) -> dict[str, Any]:
     """Values with megatron-core's None defaults made explicit (what the model is built with anyway)."""
     out = dict(values)
@@ -123,7 +115,7 @@ def model_section(kind: str, values: Mapping[str, Any], padded_vocab_size: int, 
     v = _resolved(values)
     v.update(vocab_size=padded_vocab_size, should_pad_vocab=False, tensor_model_parallel_size=1,
              pipeline_model_parallel_size=1)
-    v.update(_dtype_fields(dtype, source_dtype))
+    v.update(dtype_fields(dtype, source_dtype))
     names = list(MAMBA_FIELDS if kind == "mamba" else GPT_FIELDS)
     if kind == "gpt" and v.get("num_moe_experts") is not None:
         names += MOE_FIELDS
