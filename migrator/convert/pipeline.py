@@ -199,23 +199,15 @@ def check_strict(plan: Plan, strict: bool, warn: Warn) -> None:
     unexpected = [t.new_key for t in plan.tensors if t.new_key not in spec.expected_keys]
     if not unexpected:
         return
-    if plan.bridge is not None:
-        model = plan.bridge.provider.rsplit(".", 1)[-1]
-        if strict:
-            raise MigratorError(f"{unexpected[0]}: not a key of {model}"
-                                + (f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else "")
-                                + "; --strict refuses keys the model does not have")
-        for key in unexpected:
-            warn(f"{key}: not a key of {model}; carried into the output (Megatron-Bridge ignores unexpected keys; "
-                 "--strict makes this an error)")
-        return
-    model = spec.model_class.rsplit(".", 1)[-1]
+    bridge = plan.bridge is not None
+    model = (plan.bridge.provider if bridge else spec.model_class).rsplit(".", 1)[-1]
+    consumer = "Megatron-Bridge" if bridge else "NeMo 2.0"
     if strict:
         raise MigratorError(f"{unexpected[0]}: not a key of {model}"
                             + (f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else "")
-                            + "; --strict refuses keys the NeMo 2.0 model does not have")
+                            + f"; --strict refuses keys the {'' if bridge else 'NeMo 2.0 '}model does not have")
     for key in unexpected:
-        warn(f"{key}: not a key of {model}; carried into the output (NeMo 2.0 ignores unexpected keys; "
+        warn(f"{key}: not a key of {model}; carried into the output ({consumer} ignores unexpected keys; "
              "--strict makes this an error)")
 
 
