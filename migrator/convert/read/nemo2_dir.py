@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from migrator.convert.formats.safe_pickle import brief
-from migrator.convert.storage.fileops import FileSlice, copy_file, link_or_copy
+from migrator.convert.storage.fileops import copy_file, link_or_copy
 from migrator.convert.read.model_config import load_yaml11
-from migrator.convert.read.source import MAX_INDEX_BYTES, Source, normalize_member_name
+from migrator.convert.read.source import (MAX_INDEX_BYTES, Source, normalize_member_name, open_file_member,
+                                          read_file_member)
 from migrator.convert.model.spec import TokenizerSpec
 from migrator.convert.read.torch_dist import check_chunk_headers, parse_dcp_metadata
 from migrator.errors import MigratorError
@@ -277,16 +278,8 @@ class Nemo2DirSource(Source):
     def describe(self, name: str) -> str:
         return str(self.path / name)
 
-    def read_member(self, name: str) -> bytes:
-        path = self.file(name)
-        try:
-            return path.read_bytes()
-        except OSError as error:
-            raise MigratorError(f"{path}: cannot read ({error.strerror})") from None
-
-    def open_member(self, name: str):
-        path = self.file(name)
-        return FileSlice(path, 0, path.stat().st_size)
+    read_member = read_file_member
+    open_member = open_file_member
 
     def copy_member(self, name: str, dest: Path, *, link: bool = False, progress=None, cancel=None) -> str:
         path = self.file(name)

@@ -537,6 +537,21 @@ class _HeaderWatch:
             check_layout(tensor_layout_at(read, chunk.byte_length, where), chunk, what)
 
 
+def read_file_member(source: Source, name: str) -> bytes:
+    """`read_member` of a source whose members are files on disk (`source.file(name)` confines the name)."""
+    path = source.file(name)  # type: ignore[attr-defined]
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise MigratorError(f"{path}: cannot read ({error.strerror})") from None
+
+
+def open_file_member(source: Source, name: str) -> BinaryIO:
+    """`open_member` of a source whose members are files on disk."""
+    path = source.file(name)  # type: ignore[attr-defined]
+    return FileSlice(path, 0, path.stat().st_size)  # type: ignore[return-value]
+
+
 class FolderSource(Source):
     """An extracted `.nemo` folder, or a bare `model_weights/` folder (then `--model_config` is required)."""
 
@@ -597,16 +612,8 @@ class FolderSource(Source):
         except MigratorError:
             return False
 
-    def read_member(self, name: str) -> bytes:
-        path = self.file(name)
-        try:
-            return path.read_bytes()
-        except OSError as error:
-            raise MigratorError(f"{path}: cannot read ({error.strerror})") from None
-
-    def open_member(self, name: str) -> BinaryIO:
-        path = self.file(name)
-        return FileSlice(path, 0, path.stat().st_size)  # type: ignore[return-value]
+    read_member = read_file_member
+    open_member = open_file_member
 
     def copy_member(self, name: str, dest: Path, *, link: bool = False, progress=None, cancel=None) -> str:
         path = self.file(name)
