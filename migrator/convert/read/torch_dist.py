@@ -340,16 +340,8 @@ def check_chunk_headers(chunks: Mapping[str, list[StoredChunk]], open_member: Ca
         with open_member(member) as stream:
             for chunk in sorted(member_chunks, key=lambda c: c.byte_offset):
                 def read(offset: int, length: int, base: int = chunk.byte_offset) -> bytes:
-                    # a raw stream (a FileSlice of a tar member) may return short: continue to `length` or the end
                     stream.seek(base + offset)
-                    parts, done = [], 0
-                    while done < length:
-                        data = stream.read(length - done)
-                        if not data:
-                            break
-                        parts.append(data)
-                        done += len(data)
-                    return b"".join(parts)
+                    return stream.read(length)
 
                 what = describe(member)
                 layout = tensor_layout_at(read, chunk.byte_length, f"{what} ({chunk.key} at {list(chunk.offsets)})")

@@ -512,12 +512,18 @@ class FileSlice(io.RawIOBase):
             return 0
         view = memoryview(buffer).cast("B")
         want = min(len(view), remaining)
-        try:
-            n = _count("read", os.preadv(self._fd, [view[:want]], self._start + self._position), want, self.path)
-        except OSError as error:
-            raise _named(error, self.path)
-        self._position += n
-        return n
+        done = 0
+        while done < want:  # a short preadv is continued: callers (torch.load, header checks) read() once
+            try:
+                n = _count("read", os.preadv(self._fd, [view[done:want]], self._start + self._position + done),
+                           want - done, self.path)
+            except OSError as error:
+                raise _named(error, self.path)
+            if n == 0:
+                break  # the file ends early: the caller sees fewer bytes (a truncated input)
+            done += n
+        self._position += done
+        return done
 
     def close(self) -> None:
         if not self.closed:
